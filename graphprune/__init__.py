@@ -1,0 +1,48 @@
+"""graphprune: compiler-style graph transformations that make neural networks smaller and faster.
+
+    import graphprune as gp
+    graph = gp.trace(module, example_inputs)     # or gp.load("model.onnx")
+    outs = graph.run(*arrays)                      # the reference interpreter
+    graph = gp.optimize(graph, "fold-bn,dce", verify=True)
+    gp.save(graph, "out.onnx")
+"""
+
+from .api import cost, load, optimize, parse, save, trace
+from .ir import (
+    DType,
+    ExportError,
+    Graph,
+    GraphError,
+    GraphpruneError,
+    ModelLoadError,
+    Op,
+    ParseError,
+    ShapeError,
+    TensorType,
+    VerificationError,
+)
+from .pm import Contract, Pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Contract",
+    "DType",
+    "ExportError",
+    "Graph",
+    "GraphError",
+    "GraphpruneError",
+    "ModelLoadError",
+    "Op",
+    "ParseError",
+    "Pipeline",
+    "ShapeError",
+    "TensorType",
+    "VerificationError",
+    "cost",
+    "load",
+    "optimize",
+    "parse",
+    "save",
+    "trace",
+]

@@ -1,0 +1,11 @@
+"""The explicit map from pipeline names to pass classes. No import-time registration anywhere."""
+
+from __future__ import annotations
+
+from .transform.dce import DeadCodeElimination
+from .transform.fold_bn import FoldBatchNorm
+
+REGISTRY: dict[str, type] = {
+    DeadCodeElimination.name: DeadCodeElimination,
+    FoldBatchNorm.name: FoldBatchNorm,
+}
