@@ -1,0 +1,11 @@
+"""Shared test set-up: tests/ on sys.path (for `zoo` and `helpers`), torch threads kept small."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+torch.set_num_threads(2)  # the CI machine has 2 cores
