@@ -105,7 +105,7 @@ def test_structural_verifier_always_runs():
             graph.nodes[1].outputs[0].type = TensorType(DType.F32, ("N", 3), 1)
             return PassResult(True)
 
-    with pytest.raises(VerificationError, match="after pass 'corrupt'.*node 'fc2'"):
+    with pytest.raises(VerificationError, match="(?s)after pass 'corrupt'.*node 'fc2'"):
         gp.optimize(graph(), Pipeline([Corrupt()]))
 
 

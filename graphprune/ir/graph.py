@@ -227,9 +227,11 @@ class Graph:
         types: Sequence[TensorType] | None = None,
         name: str = "",
         output_names: Sequence[str] | None = None,
+        unique: bool = False,
         before: Node | None = None,
     ) -> Node:
-        """Append a node (or insert it before `before`). Output types default to type inference."""
+        """Append a node (or insert it before `before`). Output types default to type inference.
+        Output names are `output_names` exactly, or derived from them (`unique=True`) or from `name`."""
         if attrs is None:
             attrs = NoAttrs()
         spec = SPECS[op]
@@ -256,7 +258,7 @@ class Graph:
         if len(base) != len(types):
             raise GraphError(f"node {name!r}: {len(base)} output names for {len(types)} outputs")
         for i, (t, n) in enumerate(zip(types, base, strict=True)):
-            out = Value(self.fresh_name(n) if output_names is None else self._claim(n), t)
+            out = Value(self.fresh_name(n) if output_names is None or unique else self._claim(n), t)
             out.producer, out.index = node, i
             node.outputs.append(out)
         if before is None:

@@ -71,7 +71,8 @@ class FoldBatchNorm:
                 [producer.inputs[0], new_w, new_b],
                 producer.attrs,
                 name=producer.name,
-                output_names=[graph.fresh_name(bn.output.name + ".fused")],
+                output_names=[bn.output.name + ".fused"],
+                unique=True,
                 before=producer,
             )
             graph.replace_all_uses(bn.output, fused.output)
