@@ -29,3 +29,8 @@ class ExportError(GraphpruneError):
 
 class ParseError(GraphpruneError):
     """The text form could not be parsed (names the line and column)."""
+
+
+class InterpreterError(GraphpruneError):
+    """The interpreter could not run a graph: an op failed (names the node, op and input shapes) or
+    the call itself was wrong (an unsupported compute dtype)."""
