@@ -626,20 +626,28 @@ def _pad(node: Node, args: list[np.ndarray], ctx: _Ctx) -> np.ndarray:
     return _pad_axes(x, a.pads[:r], a.pads[r:], 0, mode=_PAD_MODES[a.mode], **extra)
 
 
-def _source_coords(mode: str, out_size: int, in_size: int, scale: float | None) -> np.ndarray:
-    """ONNX Resize's x_original for every output index along one axis."""
-    x = np.arange(out_size, dtype=np.float64)
+def _source_coords(mode: str, out_size: int, in_size: int, scale: float | None, dtype: type = np.float64) -> np.ndarray:
+    """ONNX Resize's x_original for every output index along one axis, computed in `dtype`."""
+    f = np.dtype(dtype).type
+    x = np.arange(out_size, dtype=dtype)
+    if scale is not None:
+        s = f(scale)
+    elif dtype is np.float32:
+        s = f(out_size) / f(in_size)  # runtimes form the scale first, in float32
+    else:
+        s = None
 
     def inv(t: np.ndarray) -> np.ndarray:
         # with no given scale, t * in / out is exact where t / (out / in) would round twice
-        return t / scale if scale is not None else t * in_size / out_size
+        return t / s if s is not None else t * f(in_size) / f(out_size)
 
+    half = f(0.5)
     if mode == "half_pixel":
-        return inv(x + 0.5) - 0.5
+        return inv(x + half) - half
     if mode == "pytorch_half_pixel":
-        return inv(x + 0.5) - 0.5 if out_size > 1 else np.zeros(out_size)
+        return inv(x + half) - half if out_size > 1 else np.zeros(out_size, dtype)
     if mode == "align_corners":
-        return x * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+        return x * f(in_size - 1) / f(out_size - 1) if out_size > 1 else np.zeros(out_size, dtype)
     if mode == "asymmetric":
         return inv(x)
     raise ValueError(
@@ -668,12 +676,14 @@ def _resize(node: Node, args: list[np.ndarray], ctx: _Ctx) -> np.ndarray:
         axis = 2 + i
         in_size = x.shape[axis]
         scale = float(a.scales[i]) if a.scales else None
-        src = _source_coords(a.coordinate_transformation, out_size, in_size, scale)
         if a.mode == "nearest":
+            # torch and onnxruntime pick nearest pixels from float32 coordinates; where the exact
+            # coordinate is a whole or half number, float64 would round to a different pixel
+            src = _source_coords(a.coordinate_transformation, out_size, in_size, scale, np.float32)
             idx = np.clip(_ROUND[a.nearest_mode](src), 0, in_size - 1).astype(np.intp)
             x = np.take(x, idx, axis=axis)
             continue
-        src = np.clip(src, 0, in_size - 1)
+        src = np.clip(_source_coords(a.coordinate_transformation, out_size, in_size, scale), 0, in_size - 1)
         lo = np.floor(src).astype(np.intp)
         hi = np.minimum(lo + 1, in_size - 1)
         frac = (src - lo).astype(x.dtype).reshape(-1, *([1] * (x.ndim - axis - 1)))

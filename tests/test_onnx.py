@@ -532,11 +532,6 @@ def test_op_family(name: str, tmp_path: Path) -> None:
         assert structurally_equal(g, load(m)) == []
 
 
-@pytest.mark.xfail(
-    reason="graphprune.interp computes Resize source coordinates in float64; onnxruntime computes them in float32, "
-    "so nearest rounding differs where the exact coordinate is an integer or a half",
-    strict=False,
-)
 @pytest.mark.parametrize(
     ("nearest_mode", "scales", "sizes"),
     [("floor", [1, 1, 0.5, 0.6], None), ("round_prefer_ceil", [1, 1, 1.3, 2.7], None), ("floor", None, [1, 2, 1, 1])],
