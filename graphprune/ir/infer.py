@@ -346,9 +346,13 @@ def reshape_channel_axis(in_shape: Sequence[Dim], ch: int | None, out_shape: Seq
     if ch is None:
         return None
     before = _sym_product(in_shape[:ch])
-    for j in range(len(out_shape)):
-        if _sym_product(out_shape[:j]) == before:
-            return j
+    starts = [j for j in range(len(out_shape)) if _sym_product(out_shape[:j]) == before]
+    if starts:
+        # size-1 axes share their prefix product with the next axis: the span starts at the first
+        # candidate that is not 1 ([1,32,1,1]c1 -> [1,32] keeps the channels on axis 1)
+        if in_shape[ch] != 1:
+            return next((j for j in starts if out_shape[j] != 1), starts[0])
+        return starts[0]
     # the channel axis was merged into a wider axis: find the output axis that contains it
     p_before, s_before = before
     for j in range(len(out_shape)):
