@@ -97,7 +97,7 @@ def test_shape_mismatch_names_the_node(tmp_path):
         [helper.make_node("Conv", ["x", "w"], ["y"], name="stem_conv")],
         "bad",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
         [w],
     )
     path = tmp_path / "mismatch.onnx"

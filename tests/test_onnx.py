@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from graphprune.backends.onnx import save, to_onnx
+from helpers import structurally_equal
 from onnx import TensorProto, helper, numpy_helper
 
 from graphprune.frontends.onnx import load
@@ -38,7 +39,6 @@ from graphprune.ir.ops import (
     ReduceAttrs,
     ReshapeAttrs,
     SliceAttrs,
-    attr_fields,
 )
 from graphprune.ir.types import DType, TensorType
 
@@ -50,58 +50,6 @@ RNG = np.random.default_rng(0)
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def structurally_equal(g1: Graph, g2: Graph) -> list[str]:
-    """Differences between two graphs, ignoring names: the same inputs, the same ops in the same
-    order with the same attributes, wired the same way, with the same constant data."""
-    diffs: list[str] = []
-    if len(g1.inputs) != len(g2.inputs):
-        return [f"{len(g1.inputs)} vs {len(g2.inputs)} inputs"]
-    ids: dict[int, str] = {}
-    for k, (a, b) in enumerate(zip(g1.inputs, g2.inputs, strict=True)):
-        if a.type != b.type:
-            diffs.append(f"input {k}: {a.type} vs {b.type}")
-        ids[id(a)] = ids[id(b)] = f"in{k}"
-
-    def key(v: Value, own: dict[int, str]) -> str:
-        if id(v) in own:
-            return own[id(v)]
-        if v.is_const:
-            arr = np.asarray(v.data)
-            return f"const {arr.dtype}{list(arr.shape)}#{hash(arr.tobytes())}"
-        return f"?{v.name}"
-
-    n1, n2 = g1.nodes, g2.nodes
-    if [n.op for n in n1] != [n.op for n in n2]:
-        diffs.append(f"ops differ: {[n.op.value for n in n1]} vs {[n.op.value for n in n2]}")
-        return diffs
-    for k, (a, b) in enumerate(zip(n1, n2, strict=True)):
-        if a.op is Op.OPAQUE:
-            ca, cb = opaque.decode(a.attrs), opaque.decode(b.attrs)
-            same = a.attrs.op_name == b.attrs.op_name and type(ca) is type(cb)
-            if isinstance(ca, opaque.OnnxCall) and isinstance(cb, opaque.OnnxCall):
-                pa, pb = onnx.NodeProto(), onnx.NodeProto()
-                pa.ParseFromString(ca.node)
-                pb.ParseFromString(cb.node)
-                same = same and list(pa.attribute) == list(pb.attribute) and pa.op_type == pb.op_type
-            if not same:
-                diffs.append(f"node {k} ({a.op.value}): opaque payloads differ")
-        elif attr_fields(a.attrs) != attr_fields(b.attrs):
-            diffs.append(f"node {k} ({a.op.value}): attrs {a.attrs} vs {b.attrs}")
-        ka = [key(v, ids) for v in a.inputs]
-        kb = [key(v, ids) for v in b.inputs]
-        if ka != kb:
-            diffs.append(f"node {k} ({a.op.value}): inputs {ka} vs {kb}")
-        for j, (oa, ob) in enumerate(zip(a.outputs, b.outputs, strict=True)):
-            if oa.type.dtype != ob.type.dtype or oa.type.shape != ob.type.shape:
-                diffs.append(f"node {k} ({a.op.value}) output {j}: {oa.type} vs {ob.type}")
-            ids[id(oa)] = ids[id(ob)] = f"n{k}.{j}"
-    o1 = [key(v, ids) for v in g1.outputs]
-    o2 = [key(v, ids) for v in g2.outputs]
-    if o1 != o2:
-        diffs.append(f"outputs {o1} vs {o2}")
-    return diffs
 
 
 def make_model(
