@@ -870,12 +870,12 @@ def _run_onnx(node: Node, call: opaque.OnnxCall, args: list[np.ndarray]) -> list
     feeds = [a.astype(v.type.dtype.numpy, copy=False) for v, a in zip(node.inputs, args, strict=True)]
     in_sig = tuple((a.shape, a.dtype.str) for a in feeds)
     out_sig = tuple((o.type.dtype.numpy.str, tuple(o.type.shape)) for o in node.outputs)
-    session, names = _onnx_session(node.attrs.payload, in_sig, out_sig)
+    session, names = onnx_node_session(node.attrs.payload, in_sig, out_sig)
     return list(session.run(None, dict(zip(names, feeds, strict=True))))
 
 
 @functools.lru_cache(maxsize=256)
-def _onnx_session(payload: str, in_sig: tuple[Any, ...], out_sig: tuple[Any, ...]) -> tuple[Any, list[str]]:
+def onnx_node_session(payload: str, in_sig: tuple[Any, ...], out_sig: tuple[Any, ...]) -> tuple[Any, list[str]]:
     """A cached onnxruntime session running one opaque node (keyed by payload and concrete types, so it
     survives graph copies and never goes stale)."""
     import onnx

@@ -129,3 +129,19 @@ def test_gpir_output_round_trips(tmp_path, conv_onnx):
     assert proc.returncode == 0, proc.stderr
     proc = cli("inspect", str(out), "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["params"] == 108
+
+
+def test_op_nobody_knows_is_refused_at_load(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["x"], ["y"], name="mystery", domain="com.acme")],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "custom.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)])
+    onnx.save(model, path)
+    out = tmp_path / "out.onnx"
+    assert_one_line_error(cli("opt", str(path), "-p", "dce", "-o", str(out)), "mystery", "Frobnicate",
+                          "neither to graphprune nor to onnxruntime")
+    assert not out.exists()

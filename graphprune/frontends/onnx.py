@@ -1093,8 +1093,37 @@ class _Importer:
                 f"op {node.op!r} at node {node.name!r} is not known to graphprune; it runs opaquely and blocks "
                 f"pruning across it"
             )
+        self._check_runnable(node, attrs.payload, inputs, types)
         warnings.warn(msg, UserWarning, stacklevel=2)
         self.emit(node, Op.OPAQUE, inputs, attrs, types=types, outs=outs)
+
+    def _check_runnable(
+        self, node: gs.Node, payload: str, inputs: Sequence[Value], types: Sequence[TensorType]
+    ) -> None:
+        """An opaque op must still run: one that neither ONNX's standard opsets nor onnxruntime know
+        (a custom-domain op without its library) is refused here, not at the first run."""
+        domain = node.domain or ""
+        if domain in ("", "ai.onnx", "ai.onnx.ml") and onnx.defs.has(node.op, domain):
+            return
+        from ..interp import onnx_node_session
+
+        def sig(t: TensorType) -> tuple[tuple[int, ...], str]:
+            return tuple(d if isinstance(d, int) else 1 for d in t.shape), t.dtype.numpy.str
+
+        try:
+            onnx_node_session(
+                payload,
+                tuple(sig(v.type) for v in inputs),
+                tuple((sig(t)[1], tuple(d if isinstance(d, int) else 1 for d in t.shape)) for t in types),
+            )
+        except Exception as e:  # noqa: BLE001 - onnxruntime reports unknown ops with generic exceptions
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise self.error(
+                f"op {node.op!r} (domain {domain or 'ai.onnx'!r}) is known neither to graphprune nor to "
+                f"onnxruntime, so it cannot run ({first})",
+                "replace it with standard ONNX ops, or load a model that does not need a custom-op library",
+                node,
+            ) from None
 
     def _check_outer_scope(self, node: gs.Node, proto: onnx.NodeProto) -> None:
         """Control flow whose subgraphs read outer values cannot run as a one-node model."""
