@@ -83,7 +83,7 @@ def parse(text: str, weights: dict[str, np.ndarray] | None = None) -> Graph:
 
 
 def optimize(
-    graph: Graph, pipeline: str | Pipeline, *, verify: bool = False, instruments: Sequence[Instrument] = ()
+    graph: Graph, pipeline: str | Pipeline, *, verify: bool | None = None, instruments: Sequence[Instrument] = ()
 ) -> Graph:
     """Run a pass pipeline (e.g. "fold-bn,dce") on a copy of `graph` and return the copy."""
     out = graph.copy()

@@ -5,6 +5,9 @@ and `run(graph, analyses) -> PassResult`. Passes rewrite the graph in place. Aft
 structural verifier runs (always); the numerical verifier (by contract) runs when asked: in tests,
 and behind `--verify` in the command.
 
+With GRAPHPRUNE_STRICT=1 in the environment (the test suite sets it) every pipeline also runs the
+numerical verifier and checks every claim that an analysis is preserved.
+
 Pipelines are text: "fold-bn,dce" or "prune-channels{ratio=0.5},dce"; `Pipeline.parse` reads them
 through the explicit registry in graphprune.passes.registry.
 """
@@ -12,6 +15,7 @@ through the explicit registry in graphprune.passes.registry.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -23,6 +27,10 @@ import numpy as np
 from .inputs import sample_inputs
 from .ir.errors import GraphError, VerificationError
 from .ir.graph import Graph
+
+
+def strict_mode() -> bool:
+    return os.environ.get("GRAPHPRUNE_STRICT") == "1"
 
 
 class Contract(enum.Enum):
@@ -79,9 +87,9 @@ class AnalysisManager:
     recomputing it; a false claim raises VerificationError naming the pass and the analysis.
     """
 
-    def __init__(self, graph: Graph, *, check_preserved: bool = False) -> None:
+    def __init__(self, graph: Graph, *, check_preserved: bool | None = None) -> None:
         self.graph = graph
-        self.check_preserved = check_preserved
+        self.check_preserved = strict_mode() if check_preserved is None else check_preserved
         self._cache: dict[type, Any] = {}
         self.computed: dict[str, int] = {}  # how often each analysis ran (for tests and stats)
 
@@ -292,11 +300,13 @@ class Pipeline:
         self,
         graph: Graph,
         *,
-        verify: bool = False,
+        verify: bool | None = None,
         instruments: Sequence[Instrument] = (),
         analyses: AnalysisManager | None = None,
     ) -> list[PassResult]:
-        """Run the passes in order on `graph` (in place). `verify=True` adds the numerical verifier."""
+        """Run the passes in order on `graph` (in place). `verify=True` adds the numerical verifier
+        (default: on in strict mode only)."""
+        verify = strict_mode() if verify is None else verify
         am = analyses or AnalysisManager(graph)
         inst: list[Instrument] = [StructuralVerifier(), *instruments]
         if verify and not any(isinstance(i, NumericalVerifier) for i in inst):
