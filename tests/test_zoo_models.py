@@ -1,6 +1,6 @@
 """Sanity tests for the topology zoo (tests/zoo.py).
 
-Each model must be deterministic, finite, small, fast, exportable with
+Each model must be deterministic, finite, small, exportable with
 ``torch.export.export`` and exportable to ONNX (dynamo exporter) with
 onnxruntime matching eager within 1e-4 relative to the output scale.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import pytest
 import torch
@@ -97,20 +96,6 @@ def test_deterministic_finite_small(name):
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
             assert not torch.allclose(mod.running_var, torch.ones_like(mod.running_var))
             assert not torch.allclose(mod.running_mean, torch.zeros_like(mod.running_mean))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_forward_is_fast(name):
-    entry = ZOO[name]
-    model, inputs = entry.build(), entry.example_inputs()
-    _run(model, inputs)  # warm-up
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        _run(model, inputs)
-        times.append(time.perf_counter() - t0)
-    # Target is well under 50 ms; keep generous head-room for loaded CI machines.
-    assert sorted(times)[1] < 0.2, times
 
 
 @pytest.mark.parametrize("name", NAMES)
