@@ -125,8 +125,9 @@ class _Walker:
         # dropping whole rows is fine, false for conv groups, which would be left without inputs)
         self.bins: list[tuple[np.ndarray, int, bool]] = []
         self.attached: list[tuple[Value, Block]] = []  # weights and constants that carry labels
-        # constants broadcast along some block axes: (constant, block, axes it varies along)
-        self.deferred: list[tuple[Value, Block, tuple[int, ...], int]] = []
+        # blocks whose units must own whole lines along some axes, or else be the same at every
+        # position of the other axes: (constant broadcast over the others or None, block, line axes, shift)
+        self.deferred: list[tuple[Value | None, Block, tuple[int, ...], int]] = []
 
     # -------------------------------------------------------------- label helpers
 
@@ -659,10 +660,11 @@ def _reshape(w: _Walker, node: Node) -> None:
         drop = [i for i in range(len(dst_axes)) if i not in keep]
         lab = lab[tuple(0 if i in drop else slice(None) for i in range(len(dst_axes)))]
         new.append(Block(tuple(dst_axes[i] for i in keep), lab))
-        # a channel axis split in two: each row must keep the same number of channels
+        # a channel axis split in two (heads, a shuffle's groups): what is kept must stay a product of
+        # rows and columns, or a later transpose would pack the kept channels in another order
         if len(keep) > 1:
-            inner = math.prod(lab.shape[1:])
-            w.bins.append((lab.reshape(-1), inner, True))
+            nb = new[-1]
+            w.deferred.append((None, nb, nb.axes[1:], 0))
     w.set(out, new)
 
 
@@ -789,9 +791,9 @@ def _components(n: int, unions: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarr
 
 
 def _resolve_deferred(w: _Walker) -> None:
-    """A constant broadcast along some axes of a block needs no slicing when every unit owns whole
-    lines along the axes the constant varies on (whole heads, for a rotary table); otherwise the
-    channels at one position along those axes must go together across the broadcast axes."""
+    """A block whose units own whole lines along the given axes is fine as it is (whole heads: a
+    rotary table broadcast over heads needs no slicing, a split channel axis loses whole rows);
+    otherwise the channels at one position along those axes go together across the other axes."""
     pending = w.deferred
     while pending:
         comp = _components(w.next, w.unions)
@@ -801,7 +803,9 @@ def _resolve_deferred(w: _Walker) -> None:
             lines = lines.reshape(-1, math.prod(lines.shape[-len(varies) :]))
             if np.all(lines == lines[:, :1]):
                 continue
-            w.attach(v, tuple(a - shift for a in varies), _reduce_labels(w, b, varies))
+            lab = _reduce_labels(w, b, varies)
+            if v is not None:
+                w.attach(v, tuple(a - shift for a in varies), lab)
             rest.append((v, b, varies, shift))
         pending = [] if len(rest) == len(pending) else rest  # repeat while new unions can change lines
         if pending and len(rest) == len(pending):
