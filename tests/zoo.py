@@ -393,7 +393,9 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         self.groups = groups
         branch_out = cout - cin if stride == 2 else cout
-        mid = cout // 4
+        # channels per conv group a multiple of the group count, so that a shuffled channel can be
+        # pruned in every group at once (with 3 per group and 4 groups no selection keeps the groups)
+        mid = cout // 3
         self.gconv1 = nn.Conv2d(cin, mid, 1, groups=groups, bias=False)
         self.bn1 = nn.BatchNorm2d(mid)
         self.dwconv = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
