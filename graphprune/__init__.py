@@ -4,10 +4,12 @@
     graph = gp.trace(module, example_inputs)     # or gp.load("model.onnx")
     outs = graph.run(*arrays)                      # the reference interpreter
     graph = gp.optimize(graph, "fold-bn,dce", verify=True)
+    groups = gp.coupling_groups(graph)             # channels that must be pruned together
+    graph = gp.prune(graph, channels=0.5, criterion="l2", scope="global", round_to=8)
     gp.save(graph, "out.onnx")
 """
 
-from .api import cost, load, optimize, parse, save, trace
+from .api import cost, coupling_groups, load, optimize, parse, prune, save, trace
 from .ir import (
     DType,
     ExportError,
@@ -40,9 +42,11 @@ __all__ = [
     "TensorType",
     "VerificationError",
     "cost",
+    "coupling_groups",
     "load",
     "optimize",
     "parse",
+    "prune",
     "save",
     "trace",
 ]

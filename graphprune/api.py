@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from graphprune.passes.analysis.cost import Cost
+    from graphprune.passes.analysis.coupling import Coupling, CouplingGroup
 
 TEXT_SUFFIX = ".gpir"  # graphprune's text form, full precision (every constant inlined)
 
@@ -97,3 +98,55 @@ def cost(graph: Graph) -> Cost:
     from graphprune.passes.analysis.cost import CostAnalysis
 
     return CostAnalysis.compute(graph)
+
+
+def coupling_groups(graph: Graph) -> tuple[CouplingGroup, ...]:
+    """Every channel dimension that prunes as one: its units, members, constraints and, when it cannot
+    be pruned, why."""
+    return analyze_coupling(graph).groups
+
+
+def analyze_coupling(graph: Graph) -> Coupling:
+    from graphprune.passes.analysis.coupling import analyze
+
+    return analyze(graph)
+
+
+def prune(
+    graph: Graph,
+    channels: float = 0.5,
+    *,
+    criterion: str = "l2",
+    scope: str = "local",
+    round_to: int = 1,
+    min_keep: float = 0.1,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    keep: Sequence[str] = (),
+    calib: Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+    verify: bool | None = None,
+) -> Graph:
+    """A new graph with channels physically removed.
+
+    `channels` is the fraction of prunable channels to remove; `target_macs` / `target_params` instead
+    keep that fraction of the original MACs / parameters (met within 2%). `criterion`: l1, l2, bn,
+    taylor (needs `calib`, one array per graph input), random, lamp. `scope`: local (every group loses
+    the same fraction) or global (groups ranked together, LAMP-normalised). `round_to`: kept widths
+    rounded up to a multiple. `keep`: regexes of node or value names whose channels stay.
+    """
+    from graphprune.passes.transform.prune_channels import PruneChannels
+
+    p = PruneChannels(
+        channels=channels,
+        criterion=criterion,
+        scope=scope,
+        round_to=round_to,
+        min_keep=min_keep,
+        target_macs=target_macs or 0.0,
+        target_params=target_params or 0.0,
+        keep="|".join(f"(?:{k})" for k in keep),
+        seed=seed,
+        calib=tuple(np.asarray(a) for a in calib) if calib is not None else None,
+    )
+    return optimize(graph, Pipeline([p]), verify=verify)
