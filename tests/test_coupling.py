@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from graphprune.passes.analysis.coupling import CouplingGroup, analyze
 from torch import nn
 from zoo import ZOO
@@ -232,3 +233,21 @@ def test_shuffle_units_are_whole_columns():
     w = member(g, "stage2.1.gconv1.weight", (0,)).units
     # 16 channels in 4 conv groups: a unit is one position in every group
     np.testing.assert_array_equal(w, np.tile(np.arange(4), 4))
+
+
+def test_channel_padding_adds_unprunable_channels():
+    class Pad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+            self.b = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            return self.b(F.pad(self.a(x), (0, 0, 0, 0, 1, 1)))  # one zero channel on each side
+
+    graph, groups = groups_of(Pad(), torch.randn(1, 3, 4, 4))
+    assert channel_map(groups, "a.weight", (0,), "b.weight", (1,)) == {0: 1, 1: 2, 2: 3, 3: 4}
+    assert group_with(groups, "a.weight").prunable
+    pruned = gp.prune(graph, 0.5)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    assert pruned.run(x)[0].shape == (1, 2, 4, 4)

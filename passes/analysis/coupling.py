@@ -203,6 +203,40 @@ def _passthrough(w: _Walker, node: Node) -> None:
     w.set(node.outputs[0], [Block(b.axes, b.labels) for b in w.get(node.inputs[0])])
 
 
+def _spatial(w: _Walker, node: Node) -> None:
+    """Pooling and resizing work on axes 2.. of an NC... tensor: channels there would be mixed."""
+    for b in w.get(node.inputs[0]):
+        if any(a >= 2 for a in b.axes):
+            w.block(b.labels, f"channels on a spatial axis at {w.where(node)}")
+    w.set(node.outputs[0], [Block(b.axes, b.labels) for b in w.get(node.inputs[0]) if all(a < 2 for a in b.axes)])
+
+
+def _pad(w: _Walker, node: Node) -> None:
+    """Padding along a channel axis adds channels no producer writes: new, unprunable labels."""
+    x = node.inputs[0]
+    pads, rank = node.attrs.pads, x.type.rank
+    blocks = []
+    for b in w.get(x):
+        lab = b.labels
+        for pos, a in enumerate(b.axes):
+            before, after = pads[a], pads[rank + a]
+            if before < 0 or after < 0:
+                w.block(b.labels, f"channels cropped by a pad at {w.where(node)}")
+                break
+            if before or after:
+                shape = list(lab.shape)
+                parts = []
+                for n in (before, after):
+                    shape[pos] = n
+                    extra = w.fresh(shape)
+                    w.block(extra, f"channels added by a pad at {w.where(node)}")
+                    parts.append(extra)
+                lab = np.concatenate([parts[0], lab, parts[1]], axis=pos)
+        else:
+            blocks.append(Block(b.axes, lab))
+    w.set(node.outputs[0], blocks)
+
+
 def _opaque(w: _Walker, node: Node) -> None:
     name = node.attrs.op_name if node.op is Op.OPAQUE else node.op.value
     w.block_inputs(node, f"opaque op {name}")
@@ -759,11 +793,11 @@ _RULES = {
     Op.ATTENTION: _attention,
     Op.WHERE: _elementwise,
     Op.CAST: _passthrough,
-    Op.PAD: _passthrough,
-    Op.RESIZE: _passthrough,
-    Op.MAX_POOL: _passthrough,
-    Op.AVG_POOL: _passthrough,
-    Op.ADAPTIVE_AVG_POOL: _passthrough,
+    Op.PAD: _pad,
+    Op.RESIZE: _spatial,
+    Op.MAX_POOL: _spatial,
+    Op.AVG_POOL: _spatial,
+    Op.ADAPTIVE_AVG_POOL: _spatial,
 }
 for _op in UNARY_OPS:
     _RULES[_op] = _passthrough
