@@ -33,7 +33,7 @@ from graphprune.ir.ops import (
     SliceAttrs,
     SplitAttrs,
 )
-from graphprune.pm import AnalysisManager, Contract, PassResult
+from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 
 from ..analysis.coupling import Block, Coupling, CouplingAnalysis
 
@@ -405,7 +405,7 @@ class PruneChannels:
     channels: float = 0.5
     criterion: str = "l2"
     scope: str = "local"
-    round_to: int = 1
+    round_to: int = 8  # kept widths a multiple of 8 suit SIMD kernels; 1 = no rounding
     min_keep: float = 0.1
     target_macs: float = 0.0  # 0: no MACs budget
     target_params: float = 0.0  # 0: no parameter budget
@@ -431,11 +431,14 @@ class PruneChannels:
             keep_nodes=(self.keep,) if self.keep else (),
         )
         budget = self.target_macs or self.target_params
-        keep = select(coupling, scores, options, (lambda kp: pruned_cost(graph, coupling, kp)) if budget else None)
+        notes: list[str] = []  # the selection's decisions (kept groups, relaxed round_to), for reports
+        cost_fn = (lambda kp: pruned_cost(graph, coupling, kp)) if budget else None
+        keep = select(coupling, scores, options, cost_fn, notes=notes)
         if all(np.all(keep.get(g.id, True)) for g in coupling.groups):
-            return PassResult.unchanged()
+            # nothing to remove; the stats still tell a report what was decided and why
+            return PassResult(False, ALL, {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": 0})
         reference = masked_reference(graph, coupling, keep)
         removed = {g.id: int((~np.asarray(keep[g.id], bool)).sum()) for g in coupling.groups if g.id in keep}
         apply_prune(graph, coupling, keep)
-        stats = {"coupling": coupling, "keep": keep, "units_removed": sum(removed.values())}
+        stats = {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": sum(removed.values())}
         return PassResult(True, frozenset(), stats, reference=reference)
