@@ -194,3 +194,85 @@ def test_blocked_groups_are_never_pruned():
     convs = [n for n in pruned.nodes if n.op is Op.CONV]
     assert convs[0].inputs[1].type.shape[1] == 3
     assert pruned.outputs[0].type.shape == graph.outputs[0].type.shape
+
+
+def _patterns() -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
+    from test_coupling import Depthwise, Residual, SplitSwap
+    from torch import nn
+
+    class Chunk(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            p, q = torch.chunk(self.a(x), 2, dim=1)
+            return self.b(torch.cat([q, torch.sigmoid(p)], 1))
+
+    class Slice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(4, 2, 1), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y[:, 2:6]) + self.c(y)
+
+    class Shuffle(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 1, bias=False)
+            self.g = nn.Conv2d(16, 16, 1, groups=4)
+            self.b = nn.Conv2d(16, 2, 1)
+
+        def forward(self, x):
+            y = self.g(self.a(x))
+            n, c, h, w = y.shape
+            y = y.view(n, 4, c // 4, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return self.b(y)
+
+    class ChannelsLastNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.n, self.fc = nn.Conv2d(3, 8, 1), nn.LayerNorm(8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.n(self.a(x).permute(0, 2, 3, 1)))
+
+    img = (1, 3, 6, 6)
+    return {
+        "residual": (Residual(), img),
+        "split_swap": (SplitSwap(), img),
+        "depthwise": (Depthwise(1), img),
+        "depthwise_multiplier": (Depthwise(2), img),
+        "chunk": (Chunk(), img),
+        "slice": (Slice(), img),
+        "shuffle": (Shuffle(), img),
+        "grouped": (nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Conv2d(8, 2, 1)), img),
+        "grouped_transpose": (nn.Sequential(nn.Conv2d(3, 8, 1), nn.ConvTranspose2d(8, 4, 2, 2, groups=2),
+                                            nn.Conv2d(4, 2, 1)), img),
+        "pixel_shuffle": (nn.Sequential(nn.Conv2d(3, 8, 1), nn.PixelShuffle(2), nn.Conv2d(2, 2, 1)), img),
+        "pixel_unshuffle": (nn.Sequential(nn.Conv2d(3, 4, 1), nn.PixelUnshuffle(2), nn.Conv2d(16, 2, 1)), img),
+        "flatten_linear": (nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5)), img),
+        "channels_last_norm": (ChannelsLastNorm(), img),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_patterns()))
+def test_zero_invariant_per_pattern(name):
+    torch.manual_seed(0)
+    model, shape = _patterns()[name]
+    model = model.double().eval()
+    x = torch.randn(*shape, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = gp.trace(model, (x,))
+    coupling = analyze(graph)
+    assert any(g.prunable for g in coupling.groups)
+    for skip_stats in (True, False):
+        keep = chosen_units(coupling, 0.5, seed=3, skip_stats=skip_stats)
+        z = zeroed(graph, coupling, keep)
+        pinned = [g.name for g in coupling.groups if g.stats] if skip_stats else []
+        pruned = gp.prune(z, 0.5, criterion="l1", round_to=1, keep=pinned, verify=True)  # + masked reference
+        if skip_stats:
+            assert_same(pruned.run(x.numpy()), z.run(x.numpy()))
