@@ -141,12 +141,6 @@ class _Walker:
         a, b = np.broadcast_arrays(a, b)
         self.unions.append((a.reshape(-1).copy(), b.reshape(-1).copy()))
 
-    def merge(self, labels: np.ndarray) -> None:
-        """All these labels are one unit."""
-        flat = labels.reshape(-1)
-        if flat.size > 1:
-            self.union(flat[:1], flat[1:])
-
     def block(self, labels: np.ndarray, reason: str) -> None:
         self.blocked.append((labels.reshape(-1), reason))
 
@@ -189,14 +183,6 @@ class _Walker:
 # ------------------------------------------------------------------------------------------------
 # Rules. Each reads the blocks of the node's inputs and sets the blocks of its outputs.
 # ------------------------------------------------------------------------------------------------
-
-
-def _shape(v: Value) -> tuple[int, ...] | None:
-    return tuple(v.type.shape) if v.type.is_static else None
-
-
-def _static(v: Value, axes: Sequence[int]) -> bool:
-    return all(isinstance(v.type.shape[a], int) for a in axes)
 
 
 def _passthrough(w: _Walker, node: Node) -> None:
