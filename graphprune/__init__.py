@@ -9,7 +9,7 @@
     gp.save(graph, "out.onnx")
 """
 
-from .api import cost, coupling_groups, load, optimize, parse, prune, save, trace
+from .api import cost, coupling_groups, load, optimize, parse, prune, prune_with_report, save, trace
 from .ir import (
     DType,
     ExportError,
@@ -47,6 +47,7 @@ __all__ = [
     "optimize",
     "parse",
     "prune",
+    "prune_with_report",
     "save",
     "trace",
 ]

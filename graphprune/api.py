@@ -1,4 +1,4 @@
-"""The small public surface: trace, load, save, parse, optimize, cost."""
+"""The small public surface: trace, load, save, parse, optimize, cost, coupling_groups, prune."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from .ir.errors import ExportError, ModelLoadError
 from .ir.graph import Graph
-from .pm import Instrument, Pipeline
+from .pm import Instrument, PassResult, Pipeline
 
 if TYPE_CHECKING:
     import onnx
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from graphprune.passes.analysis.cost import Cost
     from graphprune.passes.analysis.coupling import Coupling, CouplingGroup
+    from graphprune.passes.analysis.report import PruneReport
 
 TEXT_SUFFIX = ".gpir"  # graphprune's text form, full precision (every constant inlined)
 
@@ -68,6 +69,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise ExportError(f"{path}: the folder {path.parent} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give the output ordinary permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -118,7 +122,7 @@ def prune(
     *,
     criterion: str = "l2",
     scope: str = "local",
-    round_to: int = 1,
+    round_to: int = 8,
     min_keep: float = 0.1,
     target_macs: float | None = None,
     target_params: float | None = None,
@@ -133,8 +137,44 @@ def prune(
     keep that fraction of the original MACs / parameters (met within 2%). `criterion`: l1, l2, bn,
     taylor (needs `calib`, one array per graph input), random, lamp. `scope`: local (every group loses
     the same fraction) or global (groups ranked together, LAMP-normalised). `round_to`: kept widths
-    rounded up to a multiple. `keep`: regexes of node or value names whose channels stay.
+    rounded up to a multiple (8 by default: SIMD-friendly widths; 1 = none). `keep`: regexes of node or
+    value names whose channels stay.
     """
+    pruned, _ = prune_with_report(
+        graph,
+        channels,
+        criterion=criterion,
+        scope=scope,
+        round_to=round_to,
+        min_keep=min_keep,
+        target_macs=target_macs,
+        target_params=target_params,
+        keep=keep,
+        calib=calib,
+        seed=seed,
+        verify=verify,
+    )
+    return pruned
+
+
+def prune_with_report(
+    graph: Graph,
+    channels: float = 0.5,
+    *,
+    criterion: str = "l2",
+    scope: str = "local",
+    round_to: int = 8,
+    min_keep: float = 0.1,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    keep: Sequence[str] = (),
+    calib: Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+    verify: bool | None = None,
+) -> tuple[Graph, PruneReport]:
+    """`prune` (same options), and the report of what it did: widths, parameters and MACs per layer,
+    units kept per coupling group, blocked groups and the selection's notes."""
+    from graphprune.passes.analysis.report import build_report
     from graphprune.passes.transform.prune_channels import PruneChannels
 
     p = PruneChannels(
@@ -149,4 +189,19 @@ def prune(
         seed=seed,
         calib=tuple(np.asarray(a) for a in calib) if calib is not None else None,
     )
-    return optimize(graph, Pipeline([p]), verify=verify)
+    # through optimize, so the structural verifier (and, asked for, the contract check) still runs
+    result = _LastResult()
+    pruned = optimize(graph, Pipeline([p]), verify=verify, instruments=[result])
+    stats = result.stats
+    report = build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()))
+    return pruned, report
+
+
+class _LastResult(Instrument):
+    """Keeps the stats of the last pass that ran."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, Any] = {}
+
+    def after_pass(self, p: Any, graph: Graph, result: PassResult) -> None:
+        self.stats = result.stats

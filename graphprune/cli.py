@@ -2,6 +2,10 @@
 
     graphprune inspect MODEL [--json] [--all]
     graphprune opt MODEL -p fold-bn,dce -o OUT [--verify]
+    graphprune analyze MODEL [--json]
+    graphprune prune MODEL -o OUT [--channels 0.5 | --target-macs F | --target-params F] [--criterion C]
+                     [--scope local|global] [--round-to N] [--keep NODE ...] [--calib inputs.npz]
+                     [--report report.json] [--plot widths.png] [--verify]
 
 MODEL is an .onnx file, a .gpir text file, or `file.py:factory` where factory() returns
 (torch.nn.Module, example_inputs). Errors print one line and exit 2; nothing is written on error.
@@ -13,10 +17,17 @@ import argparse
 import importlib.util
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
 
 from . import api
 from .ir.errors import GraphpruneError, ModelLoadError
@@ -119,8 +130,237 @@ def _opt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    graph = load_model(args.model)
+    groups = api.coupling_groups(graph)
+    totals = {
+        "groups": len(groups),
+        "prunable": sum(g.prunable for g in groups),
+        "blocked": sum(g.blocked is not None for g in groups),
+        "units": sum(g.size for g in groups),
+        "prunable_units": sum(g.size for g in groups if g.prunable),
+    }
+    if args.json:
+        doc = {
+            "model": args.model,
+            "groups": [
+                {
+                    "id": g.id,
+                    "name": g.name,
+                    "units": g.size,
+                    "members": len(g.members),
+                    "weights": len(g.weights()),
+                    "prunable": g.prunable,
+                    "blocked": g.blocked,
+                    "bins": [_bins_json(b) for b in g.bins],
+                    "stats": list(g.stats),
+                }
+                for g in groups
+            ],
+            "totals": totals,
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"model: {args.model}  ({len(graph)} nodes)")
+    name_w = min(max([len("group"), *(len(g.name) for g in groups)]), 40)
+    head = f"{'id':>4}  {'group':<{name_w}} {'units':>6} {'members':>8} {'bins':>10} {'stats':>6}  state"
+    print(head)
+    print("-" * len(head))
+    for g in groups:
+        name = g.name if len(g.name) <= name_w else "…" + g.name[-(name_w - 1) :]
+        bins = "+".join(_bins_text(b) for b in g.bins) or "-"
+        state = "prunable" if g.prunable else f"blocked: {g.blocked}" if g.blocked else "one unit"
+        stats = len(g.stats) or "-"
+        print(f"{g.id:>4}  {name:<{name_w}} {g.size:>6,} {len(g.members):>8} {bins:>10} {stats:>6}  {state}")
+    print("-" * len(head))
+    print(
+        f"groups: {totals['groups']} ({totals['prunable']} prunable, {totals['blocked']} blocked); "
+        f"units: {totals['units']:,} ({totals['prunable_units']:,} prunable)"
+    )
+    if any(g.bins for g in groups):
+        print("bins NxK: N bins of K units; pruning keeps the same number of units in every bin (balanced)")
+    with_stats = [g for g in groups if g.stats]
+    if with_stats:
+        print("stats: ops where removing a channel is not zeroing it (pruned, they see the kept channels only):")
+        for g in with_stats:
+            print(f"  group {g.id} {g.name!r}: {', '.join(g.stats)}")
+    return 0
+
+
+def _bins_json(b: np.ndarray) -> dict[str, object]:
+    """A unit -> bin map (-1: the unit is in no bin) as bin sizes and free units."""
+    sizes = np.bincount(b[b >= 0]).tolist()
+    return {"bins": len(sizes), "units_per_bin": sizes, "free_units": int((b < 0).sum())}
+
+
+def _bins_text(b: np.ndarray) -> str:
+    """'4x16': 4 bins of 16 units; '4 bins' when they differ in size or leave units free."""
+    sizes = np.bincount(b[b >= 0])
+    if len(sizes) and (b >= 0).all() and (sizes == sizes[0]).all():
+        return f"{len(sizes)}x{sizes[0]}"
+    return f"{len(sizes)} bins"
+
+
+def _prune(args: argparse.Namespace) -> int:
+    if args.criterion == "taylor" and args.calib is None:
+        raise GraphpruneError("--criterion taylor needs --calib inputs.npz (one array per model input)")
+    for pattern in args.keep:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise GraphpruneError(f"--keep {pattern!r}: not a regular expression ({e})") from None
+    out = Path(args.output)
+    if out.suffix not in (".onnx", api.TEXT_SUFFIX):
+        raise GraphpruneError(f"{out}: output must end in .onnx or {api.TEXT_SUFFIX}")
+    if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
+        raise GraphpruneError(f"{args.plot}: --plot writes a PNG; give a path ending in .png")
+    outputs = [out, *(Path(p) for p in (args.report, args.plot) if p is not None)]
+    _check_outputs(outputs)
+
+    graph = load_model(args.model)
+    _check_keep(graph, args.keep)
+    calib = _load_calib(Path(args.calib), graph) if args.calib is not None else None
+    if calib is not None and args.criterion != "taylor":
+        warnings.warn(f"--calib is used by --criterion taylor only; {args.criterion} ignores it", stacklevel=1)
+    pruned, report = api.prune_with_report(
+        graph,
+        args.channels,
+        criterion=args.criterion,
+        scope=args.scope,
+        round_to=args.round_to,
+        target_macs=args.target_macs,
+        target_params=args.target_params,
+        keep=args.keep,
+        calib=calib,
+        verify=args.verify,
+    )
+    with _staged(outputs) as staged:
+        api.save(pruned, staged[out])
+        if args.report is not None:
+            text = json.dumps({"model": args.model, **report.to_json()}, indent=2) + "\n"
+            staged[Path(args.report)].write_text(text, encoding="utf-8")
+        if args.plot is not None:
+            report.plot(staged[Path(args.plot)])
+    print(report.table())
+    print()
+    if args.verify:
+        print("contract verified: the pruned graph equals the masked original (float64)")
+    print("wrote " + ", ".join(str(p) for p in outputs))
+    return 0
+
+
+def _check_outputs(paths: Sequence[Path]) -> None:
+    """Fail before any work when an output cannot be written."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        folder = p.parent if str(p.parent) else Path(".")
+        if not folder.is_dir():
+            raise GraphpruneError(f"{p}: the folder {folder} does not exist; create it first")
+        if p.is_dir():
+            raise GraphpruneError(f"{p}: is a folder; give a file name")
+        key = p.resolve()
+        if key in seen:
+            raise GraphpruneError(f"{p}: given for two outputs ({seen[key]} and {p}); give each its own file")
+        seen[key] = p
+
+
+@contextmanager
+def _staged(paths: Sequence[Path]) -> Iterator[dict[Path, Path]]:
+    """Where to write each output: the same file name in a hidden folder beside it. When the block
+    succeeds every file is moved into place (files written beside an output, like an ONNX model's
+    external weights, go too, before it); when it fails, nothing reaches the real paths."""
+    folders: dict[Path, Path] = {}
+    try:
+        staged = {}
+        for p in paths:
+            folder = p.parent if str(p.parent) else Path(".")
+            if folder.resolve() not in folders:
+                try:
+                    folders[folder.resolve()] = Path(tempfile.mkdtemp(prefix=".graphprune-", dir=folder))
+                except OSError as e:
+                    raise GraphpruneError(f"{p}: cannot write into {folder} ({e.strerror or e})") from None
+            staged[p] = folders[folder.resolve()] / p.name
+        yield staged
+        names = {p.name for p in paths}
+        for dest, tmp in folders.items():
+            # the named outputs last, so that a reader never finds a model before its weights
+            for f in sorted(tmp.iterdir(), key=lambda f: f.name in names):
+                os.replace(f, dest / f.name)
+    finally:
+        for tmp in folders.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_keep(graph: Graph, patterns: Sequence[str]) -> None:
+    """A --keep that matches nothing is a typo, not a request to prune everything."""
+    names = {n.name for n in graph.nodes} | {v.name for v in graph.values()}
+    for pattern in patterns:
+        rx = re.compile(pattern)
+        if not any(name and rx.fullmatch(name) for name in names):
+            raise GraphpruneError(
+                f"--keep {pattern!r} matches no node or value name of the model (names match whole; "
+                "`graphprune inspect --all` lists the layers)"
+            )
+
+
+def _load_calib(path: Path, graph: Graph) -> list[np.ndarray]:
+    """One array per graph input from an .npz: keyed by input name, or in input order."""
+    wanted = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs)
+    if not path.is_file():
+        raise GraphpruneError(f"{path}: no such file (--calib takes an .npz with one array per input: {wanted})")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise GraphpruneError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip archive (the second: an empty one)
+        raise GraphpruneError(f"{path}: not an .npz archive; write the calibration inputs with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    except Exception as e:  # the user's file: any failure to read it is reported in one line
+        raise GraphpruneError(
+            f"{path}: cannot read calibration inputs ({type(e).__name__}: {e}); expected an .npz from numpy.savez"
+        ) from None
+    names = [v.name for v in graph.inputs]
+    if any(k in names for k in arrays):
+        missing = [n for n in names if n not in arrays]
+        extra = [k for k in arrays if k not in names]
+        if missing or extra:
+            raise GraphpruneError(
+                f"{path}: arrays keyed by input name must name every input exactly ({wanted}); "
+                + "; ".join(x for x in (missing and f"missing {missing}", extra and f"unknown {extra}") if x)
+            )
+        ordered = [arrays[n] for n in names]
+    elif len(arrays) == len(names):
+        keys = list(arrays)
+        if all(re.fullmatch(r"arr_\d+", k) for k in keys):  # numpy.savez(path, a, b): arr_0, arr_1, ...
+            keys.sort(key=lambda k: int(k[4:]))
+        ordered = [arrays[k] for k in keys]
+    else:
+        raise GraphpruneError(
+            f"{path}: holds {len(arrays)} array(s) ({', '.join(arrays) or 'none'}) but the model takes "
+            f"{len(names)} input(s) ({wanted}); give one per input, in order or keyed by input name"
+        )
+    out = []
+    for v, a in zip(graph.inputs, ordered, strict=True):
+        t = v.type
+        # a symbolic dim (the batch) takes any size
+        fits = a.ndim == t.rank and all(not isinstance(d, int) or d == n for d, n in zip(t.shape, a.shape, strict=True))
+        if not fits:
+            raise GraphpruneError(
+                f"{path}: the array for input {v.name} has shape {tuple(a.shape)}, the input is {t}"
+            )
+        if t.dtype.is_float != (a.dtype.kind == "f") or a.dtype.kind not in "fiub":
+            raise GraphpruneError(f"{path}: the array for input {v.name} is {a.dtype}, the input is {t}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise GraphpruneError(f"{path}: the array for input {v.name} holds NaN or infinity")
+        out.append(a.astype(t.dtype.numpy, copy=False))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graphprune", description="Make neural networks smaller and faster.")
+    p = _Parser(prog="graphprune", description="Make neural networks smaller and faster.")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -136,7 +376,72 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-o", "--output", required=True, help="output .onnx or .gpir")
     o.add_argument("--verify", action="store_true", help="check every pass's numerical contract")
     o.set_defaults(func=_opt)
+
+    a = sub.add_parser("analyze", help="coupling groups: channels that prune together, and what blocks them")
+    a.add_argument("model", help="model.onnx, graph.gpir, or file.py:factory returning (module, inputs)")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(func=_analyze)
+
+    from graphprune.passes.analysis.importance import CRITERIA
+
+    r = sub.add_parser("prune", help="remove channels, write the smaller model and report what changed")
+    r.add_argument("model", help="model.onnx, graph.gpir, or file.py:factory returning (module, inputs)")
+    r.add_argument("-o", "--output", required=True, help="output .onnx or .gpir")
+    r.add_argument("--channels", type=_fraction(upper_open=True), default=0.5,
+                   help="fraction of prunable channels to remove, in [0, 1) (default 0.5)")
+    r.add_argument("--criterion", choices=CRITERIA, default="l2",
+                   help="channel importance (default l2); taylor needs --calib")
+    r.add_argument("--scope", choices=("local", "global"), default="local",
+                   help="local: every group loses the same fraction; global: groups ranked together")
+    r.add_argument("--target-macs", type=_fraction(lower_open=True), metavar="F",
+                   help="keep this fraction of the MACs, in (0, 1] (overrides --channels; met within 2%%)")
+    r.add_argument("--target-params", type=_fraction(lower_open=True), metavar="F",
+                   help="keep this fraction of the parameters, in (0, 1] (overrides --channels)")
+    r.add_argument("--round-to", type=_positive_int, default=8, metavar="N",
+                   help="round kept widths up to a multiple of N (default 8: SIMD-friendly widths; 1 = none)")
+    r.add_argument("--keep", nargs="+", action="extend", default=[], metavar="NODE",
+                   help="node or value names (regexes, matched whole) whose channels stay")
+    r.add_argument("--calib", metavar="INPUTS.npz",
+                   help="calibration inputs for taylor: one array per model input, in order or keyed by name")
+    r.add_argument("--report", metavar="REPORT.json", help="also write the report as JSON")
+    r.add_argument("--plot", metavar="WIDTHS.png", help="also write a bar chart of the widths per layer")
+    r.add_argument("--verify", action="store_true", help="check the pruning contract numerically (float64)")
+    r.set_defaults(func=_prune)
     return p
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the command's one-line form (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"graphprune: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _fraction(*, lower_open: bool = False, upper_open: bool = False) -> Callable[[str], float]:
+    """An option type: a float in [0, 1], with either end open; argparse names the option."""
+    lo, hi = "(" if lower_open else "[", ")" if upper_open else "]"
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            x = float("nan")
+        inside = (x > 0 if lower_open else x >= 0) and (x < 1 if upper_open else x <= 1)  # False for NaN
+        if not inside:
+            raise argparse.ArgumentTypeError(f"expected a fraction in {lo}0, 1{hi}, got {text!r}")
+        return x
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,7 +55,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -129,7 +129,15 @@ def select(
         raise ValueError(
             "target_macs / target_params need a cost function: select(..., cost=fn(keep) -> (macs, params))"
         )
-    return _meet_target(sel, options, cost)
+    keep, met = _meet_target(sel, options, cost)
+    if not met and options.scope == "local":
+        # every group crosses its rounding step at the same fraction, so local steps can be coarser
+        # than the tolerance; ranking across groups staggers the steps
+        options = replace(options, scope="global")
+        keep, met = _meet_target(_Selector(coupling, scores, options, notes), options, cost)
+        state = "met" if met else "not met"
+        sel.note(f"local steps were too coarse for the cost target: ranked globally instead ({state})")
+    return keep
 
 
 # ------------------------------------------------------------------------------------------------
@@ -376,7 +384,7 @@ def _balanced(bins: list[np.ndarray], mask: np.ndarray) -> bool:
 # ------------------------------------------------------------------------------------------------
 
 
-def _meet_target(sel: _Selector, options: SelectOptions, cost: CostFn) -> Keep:
+def _meet_target(sel: _Selector, options: SelectOptions, cost: CostFn) -> tuple[Keep, bool]:
     """Bisect the removal fraction until the binding cost fraction is within tolerance of its target.
 
     The measure is r = max over targets of (cost fraction / target): r = 1 is on target, r > 1 over
@@ -416,7 +424,7 @@ def _meet_target(sel: _Selector, options: SelectOptions, cost: CostFn) -> Keep:
 
     asked = ", ".join(f"{names[i]} {t:g}" for i, t in targets)
     if ok(measure(full)):
-        return full
+        return full, True
     most = sel.masks(1.0)  # as much as the per-group rules allow
     r_most = measure(most)
     if r_most > 1.0 + TARGET_TOLERANCE:
@@ -426,7 +434,7 @@ def _meet_target(sel: _Selector, options: SelectOptions, cost: CostFn) -> Keep:
             f"{describe(most)}; lower min_keep or round_to, protect fewer groups, or raise the target"
         )
     if ok(r_most):
-        return most
+        return most, True
     lo, hi = 0.0, 1.0
     best, best_r = most, r_most  # the closest from below so far (r <= 1)
     try:
@@ -435,7 +443,7 @@ def _meet_target(sel: _Selector, options: SelectOptions, cost: CostFn) -> Keep:
             keep = sel.masks(mid)
             r = measure(keep)
             if ok(r):
-                return keep
+                return keep, True
             if r > 1.0:
                 lo = mid
             else:
@@ -450,7 +458,7 @@ def _meet_target(sel: _Selector, options: SelectOptions, cost: CostFn) -> Keep:
         f"cost target {asked} not met within {TARGET_TOLERANCE:.0%}: the closest from below keeps "
         f"{describe(best)} (the units are too coarse)"
     )
-    return best
+    return best, False
 
 
 class _OutOfEvals(Exception):
