@@ -20,6 +20,8 @@ demo: $(STAMP)
 	mkdir -p build
 	$(BIN)/graphprune opt examples/models.py:mobilenet_v2 -p fold-bn,dce --verify -o build/mobilenet_v2.onnx
 	$(BIN)/graphprune inspect build/mobilenet_v2.onnx
+	$(BIN)/graphprune prune build/mobilenet_v2.onnx --channels 0.5 --verify -o build/mobilenet_v2_pruned.onnx \
+		--report build/prune_report.json --plot build/prune_widths.png
 
 test: $(STAMP)
 	$(BIN)/ruff check graphprune passes backends tests benchmarks examples
