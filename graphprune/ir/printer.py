@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import GraphError
 from .graph import Graph, Value
 from .ops import NoAttrs, attr_fields
 from .roles import weight_uses
@@ -76,9 +77,12 @@ def _scalar(x: Any, dtype: DType) -> str:
 
 def format_data(value: Value, full: bool) -> str:
     t = value.type
-    if not value.has_data or (not full and t.numel() > INLINE_LIMIT):
-        return f"elided<{value.digest()}>"
-    flat = np.asarray(value.data).reshape(-1)
+    try:
+        if not value.has_data or (not full and t.numel() > INLINE_LIMIT):
+            return f"elided<{value.digest()}>"
+        flat = np.asarray(value.data).reshape(-1)
+    except GraphError:
+        return "elided<unavailable>"  # a constant whose data cannot be had (traced on the meta device)
     return "dense<[" + ", ".join(_scalar(x, t.dtype) for x in flat) + "]>"
 
 
