@@ -18,7 +18,7 @@ import enum
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -62,8 +62,9 @@ class PassResult:
     # analyses still valid after the pass: ALL, or a frozenset of Analysis classes
     preserved: frozenset[type] | _All = frozenset()
     stats: dict[str, Any] = field(default_factory=dict)
-    # MASK_EQUIVALENT passes return the masked reference their output must equal
-    reference: Graph | None = None
+    # MASK_EQUIVALENT passes return the masked reference their output must equal, as a function so
+    # that it is built only when a verifier asks for it
+    reference: Callable[[], Graph] | None = None
 
     @staticmethod
     def unchanged() -> PassResult:
@@ -194,7 +195,10 @@ class NumericalVerifier(Instrument):
     def after_pass(self, p: Pass, graph: Graph, result: PassResult) -> None:
         if not result.changed:
             return
-        ref_graph = result.reference if p.contract is Contract.MASK_EQUIVALENT else self._before
+        if p.contract is Contract.MASK_EQUIVALENT:
+            ref_graph = result.reference() if result.reference is not None else None
+        else:
+            ref_graph = self._before
         if ref_graph is None:
             raise VerificationError(f"pass {p.name!r} is MASK_EQUIVALENT but returned no masked reference")
         inputs = sample_inputs(ref_graph, seed=self.seed, bindings=self.bindings)

@@ -31,9 +31,10 @@ class DType(enum.Enum):
 
     @staticmethod
     def from_numpy(dtype: np.dtype | type) -> DType:
-        key = np.dtype(dtype).name
+        key = np.dtype(dtype)  # looked up by dtype object: numpy's .name is slow on a hot path
         if key not in _FROM_NUMPY:
-            raise TypeError(f"numpy dtype {key!r} has no graphprune DType; expected one of {sorted(_FROM_NUMPY)}")
+            known = sorted(_TO_NUMPY.values())
+            raise TypeError(f"numpy dtype {key.name!r} has no graphprune DType; expected one of {known}")
         return _FROM_NUMPY[key]
 
 
@@ -47,7 +48,7 @@ _TO_NUMPY = {
     DType.U8: "uint8",
     DType.BOOL: "bool",
 }
-_FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
+_FROM_NUMPY = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
 
 
 class AxisRole(enum.Enum):

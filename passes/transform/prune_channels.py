@@ -437,7 +437,14 @@ class PruneChannels:
         if all(np.all(keep.get(g.id, True)) for g in coupling.groups):
             # nothing to remove; the stats still tell a report what was decided and why
             return PassResult(False, ALL, {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": 0})
-        reference = masked_reference(graph, coupling, keep)
+        # the reference is built only if a verifier asks; it needs the graph as it is now (a copy is
+        # cheap: constants are shared) and the coupling bound to that copy
+        original = graph.copy()
+        original_coupling = _rebind(coupling, graph, original)
+
+        def reference() -> Graph:
+            return masked_reference(original, original_coupling, keep)
+
         removed = {g.id: int((~np.asarray(keep[g.id], bool)).sum()) for g in coupling.groups if g.id in keep}
         apply_prune(graph, coupling, keep)
         stats = {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": sum(removed.values())}
