@@ -44,7 +44,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils import _pytree as pytree
 
-from ..ir.errors import GraphpruneError, ModelLoadError
+from ..ir.errors import GraphError, GraphpruneError, ModelLoadError
 from ..ir.graph import Graph, Node, Value
 from ..ir.opaque import torch_attrs
 from ..ir.ops import (
@@ -327,6 +327,19 @@ class _Merged:
 _TensorLike = (Value, _Const, _Merged)
 
 
+class _MetaData:
+    """The lazy loader of a constant that lives on the meta device: there is no data to load."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self) -> np.ndarray:
+        raise GraphError(
+            f"constant %{self.name} lives on the meta device: its data is not available; trace a model with "
+            "real weights to run or prune it"
+        )
+
+
 class _Unsupported(Exception):
     """Raised by a translator for an argument combination it cannot express: the op becomes OPAQUE."""
 
@@ -442,6 +455,8 @@ class _Importer:
         raise ModelLoadError(f"{self._where()}: expected a tensor argument, got {type(a).__name__} {a!r}")
 
     def _add_const(self, name: str, tensor: torch.Tensor, source: str | None) -> Value:
+        if tensor.is_meta:
+            return self._add_meta_const(name, tensor, source)
         t = tensor.detach().cpu()
         if t.dtype == torch.bfloat16:
             t = t.float()
@@ -451,6 +466,19 @@ class _Importer:
             return self.g.add_const(name, data, source=source)
         except GraphpruneError:
             return self.g.add_const(name, data, source=source, unique=True)
+
+    def _add_meta_const(self, name: str, tensor: torch.Tensor, source: str | None) -> Value:
+        """A constant with a type but no data (a meta-device parameter, or a fold of one): the
+        analyses that read only types work; reading its data raises GraphError naming it."""
+        dtype = torch.float32 if tensor.dtype == torch.bfloat16 else tensor.dtype
+        ttype = TensorType(_ir_dtype(dtype, f"constant {name!r}"), tuple(int(d) for d in tensor.shape))
+        loader = _MetaData(name)
+        try:
+            v = self.g.add_const(name, type=ttype, loader=loader, source=source)
+        except GraphpruneError:
+            v = self.g.add_const(name, type=ttype, loader=loader, source=source, unique=True)
+        loader.name = v.name
+        return v
 
     def const(self, data: np.ndarray | torch.Tensor, suffix: str) -> Value:
         """A new IR constant named after the current node."""
