@@ -164,7 +164,7 @@ def write_section(table: str, args: argparse.Namespace) -> None:
     if head in text:
         start = text.index(head)
         end = text.find("\n## ", start + 1)
-        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + body + ("\n" + text[end + 1 :] if end != -1 else "")
     else:
         text = text.rstrip() + "\n\n" + body
     path.write_text(text)

@@ -901,7 +901,7 @@ def write_section(body: str) -> None:
     if head in text:
         start = text.index(head)
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "")
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
@@ -941,7 +941,8 @@ def main() -> None:
     if args.write:
         command = "python benchmarks/bench_pruning.py --write" + (" --profile" if args.profile else "")
         intro = (
-            f"Machine: {machine()}.\nCommand: `{command}` (reps {args.reps}, latency samples {args.samples}). "
+            f"Machine: {machine()}.\nSet-up: `pip install -e '.[bench]'` (Torch-Pruning 1.6.1; torch stays 2.13.0). "
+            f"Command: `{command}` (reps {args.reps}, latency samples {args.samples}). "
             "What each column means is in the module docstring of benchmarks/bench_pruning.py.\n"
             "Times are minima over fresh copies in one process; latencies are medians of interleaved runs, so the "
             "ratios are more reliable than the absolute numbers on this shared 2-core machine."
