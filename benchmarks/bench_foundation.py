@@ -12,7 +12,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -20,17 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from resnet import resnet50, resnet_deep  # noqa: E402
+from results import best_of, cpu_name  # noqa: E402
+from results import write_section as write_results  # noqa: E402
 
 import graphprune as gp  # noqa: E402
-
-
-def best_of(fn, reps: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def measure(model: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
@@ -78,26 +70,14 @@ def main() -> None:
 
 
 def write_section(table: str) -> None:
-    path = Path(__file__).resolve().parent / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = "## Foundation: trace + verify time"
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else ""
-    body = (
-        f"{head}\n\n"
-        f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
-        "2 torch threads, 1x3x224x224 input. Minimum of 3 runs in one process (the numerically verified\n"
-        "pipeline: one run; it computes the graph twice in float64). `verify` is the structural verifier.\n"
-        "Command: `.venv/bin/python benchmarks/bench_foundation.py --write`\n\n"
-        f"{table}\n"
+    write_results(
+        "## Foundation: trace + verify time",
+        f"Machine: {os.cpu_count()} cores ({cpu_name()}), Python {platform.python_version()}, "
+        f"torch {torch.__version__}, 2 torch threads, 1x3x224x224 input. Minimum of 3 runs in one process (the "
+        "numerically verified\npipeline: one run; it computes the graph twice in float64). `verify` is the "
+        "structural verifier.\nCommand: `.venv/bin/python benchmarks/bench_foundation.py --write`\n\n"
+        f"{table}\n",
     )
-    if head in text:
-        start = text.index(head)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    path.write_text(text)
 
 
 if __name__ == "__main__":

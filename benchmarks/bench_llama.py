@@ -18,7 +18,6 @@ import os
 import platform
 import pstats
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,21 +29,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from graphprune.passes.analysis.coupling import Coupling, analyze  # noqa: E402
 from llama import llama_7b  # noqa: E402
+from results import best_of, cpu_name  # noqa: E402
+from results import write_section as write_results  # noqa: E402
 
 import graphprune as gp  # noqa: E402
 from graphprune.ir.graph import Graph  # noqa: E402
 
 SEQ = 16  # example sequence length (shapes only: nothing is computed on meta)
 GOAL_S = 10.0
-
-
-def best_of(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def build(kv_heads: int) -> torch.nn.Module:
@@ -142,32 +134,17 @@ def main() -> None:
 
 
 def write_section(table: str, args: argparse.Namespace) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = "## LLaMA-scale analysis on the meta device"
-    cpu = platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
     flags = " --profile" if args.profile else ""
-    body = (
-        f"{head}\n\n"
-        f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
-        "2 torch threads.\n"
+    write_results(
+        "## LLaMA-scale analysis on the meta device",
+        f"Machine: {os.cpu_count()} cores ({cpu_name()}), Python {platform.python_version()}, "
+        f"torch {torch.__version__}, 2 torch threads.\n"
         "A 32-layer LLaMA-7B-shaped decoder (benchmarks/llama.py: hidden 4096, 32 heads, intermediate 11008, vocab "
         "32000, RMSNorm, rotary, SwiGLU, untied head) built under `torch.device(\"meta\")` and traced with meta "
         f"tokens [1, {SEQ}]. Minimum of {args.reps} runs in one process.\n"
         f"Command: `python benchmarks/bench_llama.py --write{flags}`\n\n"
-        f"{table}\n"
+        f"{table}\n",
     )
-    if head in text:
-        start = text.index(head)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + body + ("\n" + text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ from graphprune.passes.analysis.select import SelectOptions, select  # noqa: E40
 from graphprune.passes.transform.prune_channels import masked_reference  # noqa: E402
 from mobilenet import mobilenet_v2  # noqa: E402
 from resnet import resnet50  # noqa: E402
+from results import best_of, cpu_name  # noqa: E402
+from results import write_section as write_results  # noqa: E402
 from zoo import ZOO  # noqa: E402
 
 import graphprune as gp  # noqa: E402
@@ -226,15 +228,6 @@ def first_line(e: BaseException) -> str:
     lines = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
     text = lines[0] if lines else ""
     return f"{type(e).__name__}: {text[:160]}"
-
-
-def best_of(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def as64(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -876,11 +869,7 @@ def profile_prune(case: Case, top: int = 16, runs: int = 5) -> str:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+    cpu = cpu_name()
     import torch_pruning
 
     tp_version = "1.6.1" if torch_pruning.__version__ == "1.6.0" else torch_pruning.__version__  # 1.6.1 says 1.6.0
@@ -894,17 +883,7 @@ def machine() -> str:
 
 
 def write_section(body: str) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = "## Pruning: graphprune vs Torch-Pruning"
-    section = f"{head}\n\n{body}\n"
-    if head in text:
-        start = text.index(head)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    write_results("## Pruning: graphprune vs Torch-Pruning", body)
 
 
 def main() -> None:
