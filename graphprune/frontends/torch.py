@@ -1223,36 +1223,12 @@ def _t_conv(cx: _Importer, p: Params) -> Value:
     return _conv(cx, p["input"], p["weight"], p["bias"], p["stride"], p["padding"], p["dilation"], p["groups"])
 
 
-@_register(_op("convolution"), _op("_convolution"))
+@_register(_op("convolution"), _op("_convolution"), *_ops("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"))
 def _t_convolution(cx: _Importer, p: Params) -> Value:
-    return _conv(
-        cx,
-        p["input"],
-        p["weight"],
-        p["bias"],
-        p["stride"],
-        p["padding"],
-        p["dilation"],
-        p["groups"],
-        bool(p["transposed"]),
-        p["output_padding"],
-    )
-
-
-@_register(*_ops("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"))
-def _t_conv_transpose(cx: _Importer, p: Params) -> Value:
-    return _conv(
-        cx,
-        p["input"],
-        p["weight"],
-        p["bias"],
-        p["stride"],
-        p["padding"],
-        p["dilation"],
-        p["groups"],
-        True,
-        p["output_padding"],
-    )
+    # aten.convolution says whether it is transposed; conv_transposeNd always is
+    transposed = bool(p.get("transposed", True))
+    return _conv(cx, p["input"], p["weight"], p["bias"], p["stride"], p["padding"], p["dilation"], p["groups"],
+                 transposed, p["output_padding"])
 
 
 @_register(_op("linear"))
