@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from .transform.dce import DeadCodeElimination
 from .transform.fold_bn import FoldBatchNorm
+from .transform.permute_channels import PermuteChannels
 from .transform.prune_channels import PruneChannels
 
 REGISTRY: dict[str, type] = {
     DeadCodeElimination.name: DeadCodeElimination,
     FoldBatchNorm.name: FoldBatchNorm,
     PruneChannels.name: PruneChannels,
+    PermuteChannels.name: PermuteChannels,
 }
