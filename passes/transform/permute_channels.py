@@ -147,4 +147,5 @@ class PermuteChannels:
         apply_permutation(graph, coupling, perms)
         # shapes and groups stay; the constants' contents moved, so scores and costs that read them
         # are recomputed on demand
-        return PassResult(bool(perms), ALL if not perms else frozenset({CouplingAnalysis}), {"groups_permuted": len(perms)})
+        preserved = ALL if not perms else frozenset({CouplingAnalysis})
+        return PassResult(bool(perms), preserved, {"groups_permuted": len(perms)})
