@@ -140,7 +140,7 @@ def prune(
     rounded up to a multiple (8 by default: SIMD-friendly widths; 1 = none). `keep`: regexes of node or
     value names whose channels stay.
     """
-    pruned, _ = prune_with_report(
+    pruned, _ = _prune(
         graph,
         channels,
         criterion=criterion,
@@ -153,6 +153,7 @@ def prune(
         calib=calib,
         seed=seed,
         verify=verify,
+        report=False,
     )
     return pruned
 
@@ -174,6 +175,41 @@ def prune_with_report(
 ) -> tuple[Graph, PruneReport]:
     """`prune` (same options), and the report of what it did: widths, parameters and MACs per layer,
     units kept per coupling group, blocked groups and the selection's notes."""
+    pruned, report = _prune(
+        graph,
+        channels,
+        criterion=criterion,
+        scope=scope,
+        round_to=round_to,
+        min_keep=min_keep,
+        target_macs=target_macs,
+        target_params=target_params,
+        keep=keep,
+        calib=calib,
+        seed=seed,
+        verify=verify,
+        report=True,
+    )
+    assert report is not None
+    return pruned, report
+
+
+def _prune(
+    graph: Graph,
+    channels: float,
+    *,
+    criterion: str,
+    scope: str,
+    round_to: int,
+    min_keep: float,
+    target_macs: float | None,
+    target_params: float | None,
+    keep: Sequence[str],
+    calib: Sequence[np.ndarray] | None,
+    seed: int,
+    verify: bool | None,
+    report: bool,
+) -> tuple[Graph, PruneReport | None]:
     from graphprune.passes.analysis.report import build_report
     from graphprune.passes.transform.prune_channels import PruneChannels
 
@@ -192,9 +228,10 @@ def prune_with_report(
     # through optimize, so the structural verifier (and, asked for, the contract check) still runs
     result = _LastResult()
     pruned = optimize(graph, Pipeline([p]), verify=verify, instruments=[result])
+    if not report:
+        return pruned, None
     stats = result.stats
-    report = build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()))
-    return pruned, report
+    return pruned, build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()))
 
 
 class _LastResult(Instrument):

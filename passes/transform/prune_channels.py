@@ -105,6 +105,16 @@ def _slice_const(graph: Graph, value: Value, masks: list[tuple[tuple[int, ...], 
         full &= np.transpose(m, order).reshape(shape)
     if full.all():
         return
+    lines = [full.any(axis=tuple(j for j in range(full.ndim) if j != i)) for i in range(full.ndim)]
+    outer = np.ones(full.shape, bool)
+    for i, line in enumerate(lines):
+        outer = outer & line.reshape([-1 if j == i else 1 for j in range(full.ndim)])
+    if np.array_equal(full, outer):
+        # whole rows and columns go (the common case): one cheap compress per axis
+        for a, line in zip(axes, lines, strict=True):
+            data = np.compress(line, data, axis=a)
+        graph.replace_const_data(value, data)
+        return
     moved = np.moveaxis(data, axes, range(len(axes)))
     rest = moved.shape[len(axes) :]
     packed = moved.reshape(-1, *rest)[full.reshape(-1)]
