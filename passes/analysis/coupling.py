@@ -714,8 +714,6 @@ def _attention(w: _Walker, node: Node) -> None:
     q, k, v = node.inputs[:3]
     out = node.outputs[0]
     r = q.type.rank
-    if len(node.inputs) == 4:
-        w.block_inputs(node, "attention mask")
     head = r - 3
     heads = {}
     if r >= 3:
@@ -737,8 +735,12 @@ def _attention(w: _Walker, node: Node) -> None:
                 w.union(hl, np.repeat(heads[id(t)], hq // hk))
             else:
                 w.block(hl, f"%{t.name} heads untracked at {w.where(node)}")
+        if len(node.inputs) == 4:
+            _attention_mask(w, node, hl, head)
         w.set(out, [Block((head,), hl)])
         return
+    if len(node.inputs) == 4 and w.get(node.inputs[3]):
+        w.block_inputs(node, "attention mask carrying pruned channels")
     lq, lk, lv = (_axis_labels(w, t, r - 1) for t in (q, k, v))
     if lq is not None and lk is not None:
         w.union(lq, lk)
@@ -748,6 +750,26 @@ def _attention(w: _Walker, node: Node) -> None:
                 w.block(lab, f"q/k features of one side untracked at {w.where(node)}")
     if lv is not None:
         w.set(out, [Block((r - 1,), lv)])
+
+
+def _attention_mask(w: _Walker, node: Node, heads: np.ndarray, head: int) -> None:
+    """A mask broadcast over the heads constrains nothing; one with a mask per head (ALiBi-style
+    biases) loses the rows of the pruned heads: a constant is sliced, a tracked tensor is coupled."""
+    mask = node.inputs[3]
+    axis = head - (node.inputs[0].type.rank - mask.type.rank)  # masks broadcast from the right
+    blocks = w.get(mask)
+    if axis < 0 or int(mask.type.shape[axis]) == 1:
+        for b in blocks:
+            w.block(b.labels, f"attention mask carrying channels at {w.where(node)}")
+        return
+    if mask.is_const:
+        w.attach(mask, (axis,), heads)
+        return
+    lab = _axis_labels(w, mask, axis)
+    if lab is None:
+        w.block(heads, f"attention mask with one row per head, untracked, at {w.where(node)}")
+    else:
+        w.union(lab, heads)
 
 
 _RULES = {
