@@ -32,6 +32,23 @@ MODELS = {
     "qwen2": (lambda: hf.Qwen2ForCausalLM(hf.Qwen2Config(**_LLM)), False, 5),
     "t5_encoder": (lambda: hf.T5EncoderModel(hf.T5Config(vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=2,
                                                           num_heads=4)), False, 4),
+    "falcon": (lambda: hf.FalconForCausalLM(hf.FalconConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2,
+                                                             num_attention_heads=4)), False, 3),
+    # ALiBi: an attention bias per head, sliced with the heads
+    "bloom": (lambda: hf.BloomForCausalLM(hf.BloomConfig(vocab_size=100, hidden_size=64, n_layer=2, n_head=4)), False, 4),
+    # relative position bias per head, windowed attention
+    "swin": (lambda: hf.SwinModel(hf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4],
+                                                window_size=4)), True, 5),
+    "beit": (lambda: hf.BeitModel(hf.BeitConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                                num_attention_heads=4, intermediate_size=128,
+                                                use_relative_position_bias=True)), True, 4),
+    # a single-head stage, sequence-reduced keys and values
+    "segformer": (lambda: hf.SegformerModel(hf.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
+                                                               hidden_sizes=[16, 32], num_attention_heads=[1, 2],
+                                                               patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2])),
+                  True, 7),
+    "efficientnet": (lambda: hf.EfficientNetModel(hf.EfficientNetConfig(image_size=32, width_coefficient=0.5,
+                                                                        depth_coefficient=0.5, hidden_dim=640)), True, 25),
     "vit": (lambda: hf.ViTModel(hf.ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
                                              num_attention_heads=4, intermediate_size=128)), True, 4),
     "convnext": (lambda: hf.ConvNextModel(hf.ConvNextConfig(**_STAGES, image_size=32)), True, 7),

@@ -716,7 +716,9 @@ def _attention(w: _Walker, node: Node) -> None:
     r = q.type.rank
     head = r - 3
     heads = {}
-    if r >= 3:
+    # one head (SegFormer's first stage): its features are pruned like an unheaded attention's
+    single = r < 3 or int(q.type.shape[head]) == int(k.type.shape[head]) == 1
+    if not single:
         for t in (q, k, v):
             for b in w.get(t):
                 if head in b.axes:
