@@ -103,3 +103,40 @@ def test_hugging_face_model_prunes_exactly(name, tmp_path):
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     want = pruned32.run(x.numpy(), dtype="float32")[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))
+
+
+ONNX_MODELS = {
+    # torch.onnx's own attention decomposition: softmax, then where(isnan(p), 0, p)
+    "distilbert": (lambda: hf.DistilBertModel(hf.DistilBertConfig(**_TEXT, dim=64, n_layers=2, n_heads=4,
+                                                                   hidden_dim=128)), False, 4),
+    "mistral": (lambda: hf.MistralForCausalLM(hf.MistralConfig(**_LLM)), False, 5),
+    # global response normalization: ReduceL2
+    "convnextv2": (lambda: hf.ConvNextV2Model(hf.ConvNextV2Config(**_STAGES, image_size=32)), True, 7),
+    "segformer": MODELS["segformer"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_MODELS))
+def test_hugging_face_onnx_export_prunes_exactly(name, tmp_path):
+    """The same through torch.onnx.export (the dynamo exporter, optimized): its decompositions, and its
+    deduplicated initializers (the zero biases and unit norm scales of every layer become one tensor)."""
+    import contextlib
+    import io
+
+    factory, image, min_groups = ONNX_MODELS[name]
+    torch.manual_seed(0)
+    model = FirstOutput(factory()).eval()
+    x = torch.randn(1, 3, 32, 32) if image else torch.randint(0, 100, (1, 16))
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=True, optimize=True)
+    graph = gp.load(path)
+    assert sum(g.prunable for g in gp.coupling_groups(graph)) >= min_groups
+    pruned = gp.prune(graph, 0.5, round_to=1, verify=True)
+    assert gp.cost(pruned).params < 0.8 * gp.cost(graph).params
+    gp.save(pruned, tmp_path / "pruned.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    want = pruned.run(x.numpy(), dtype="float32")[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))
