@@ -60,6 +60,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from graphprune.passes.analysis.coupling import Coupling, analyze  # noqa: E402
 from graphprune.passes.analysis.select import SelectOptions, select  # noqa: E402
 from graphprune.passes.transform.prune_channels import masked_reference  # noqa: E402
+from hf_zoo import MODELS as HF_MODELS  # noqa: E402
+from hf_zoo import FirstOutput, example_input  # noqa: E402
 from mobilenet import mobilenet_v2  # noqa: E402
 from resnet import resnet50  # noqa: E402
 from results import best_of, cpu_name  # noqa: E402
@@ -173,7 +175,7 @@ class Case:
     name: str
     build: Callable[[], nn.Module]  # eval mode, seeded
     inputs: Callable[[], tuple[torch.Tensor, ...]]
-    kind: str  # "full" (the real-size convolutional models), "zoo" or "probe"
+    kind: str  # "full" (the real-size convolutional models), "zoo", "probe" or "hf" (Hugging Face architectures)
 
 
 @torch.no_grad()
@@ -216,7 +218,21 @@ def cases() -> list[Case]:
         ("grouped conv", GroupedConvProbe),
     ]
     out += [Case(f"probe/{n}", _seeded(f, 7), _image(1, 3, 16, 16, seed=7), "probe") for n, f in probes]
+    out += [Case(f"hf/{name}", _seeded(_hf(factory), 3), _hf_input(image), "hf") for name, (factory, image, _) in
+            HF_MODELS.items()]
     return out
+
+
+def _hf(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    return lambda: FirstOutput(factory())
+
+
+def _hf_input(image: bool) -> Callable[[], tuple[torch.Tensor, ...]]:
+    def make() -> tuple[torch.Tensor, ...]:
+        torch.manual_seed(5)
+        return (example_input(image),)
+
+    return make
 
 
 # ------------------------------------------------------------------------------------------------
