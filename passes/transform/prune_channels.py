@@ -476,11 +476,12 @@ class PruneChannels:
 
         notes: list[str] = []  # the selection's decisions (kept groups, relaxed round_to), for reports
         cost_fn = (lambda kp: pruned_cost(graph, coupling, resolve(kp))) if budget else None
-        keep = resolve(select(coupling, scores, options, cost_fn, notes=notes))
+        selected = select(coupling, scores, options, cost_fn, notes=notes)
+        keep = resolve(selected)
         if not self.constrained and self.contiguity > 0:
-            from ..analysis.reorder import snap_readers
+            from .reorder import snap_readers
 
-            keep = snap_readers(graph, coupling, keep, scores, self.contiguity, notes)
+            keep = snap_readers(graph, coupling, selected, scores, self.contiguity, notes)
         if not inserted and all(np.all(keep.get(g.id, True)) for g in coupling.groups):
             # nothing to remove; the stats still tell a report what was decided and why
             return PassResult(False, ALL, {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": 0})

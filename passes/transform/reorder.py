@@ -27,9 +27,9 @@ from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 from ..analysis.coupling import Coupling, CouplingGroup, analyze
 from ..analysis.reorder import ReaderCost, ReaderSpec, SegmentSpec, evaluate, plan, upscale_order
 from .permute_channels import apply_permutation, permutable
-from .readers import lower_readers, reader_gathers, stream_groups
+from .readers import lower_readers, reader_gathers, resolve_streams, stream_groups
 
-__all__ = ["METHODS", "Reorder", "SegmentResult", "reorder_graph", "segments"]
+__all__ = ["METHODS", "Reorder", "SegmentResult", "reorder_graph", "segments", "snap_readers"]
 
 METHODS = ("search", "upscale", "none")
 
@@ -224,3 +224,66 @@ class Reorder:
             **lowered,
         }
         return PassResult(changed, ALL if not changed else frozenset(), stats)
+
+
+# ------------------------------------------------------------------------------------------------
+# copy-cost-aware selection
+# ------------------------------------------------------------------------------------------------
+
+
+def snap_readers(
+    graph: Graph,
+    coupling: Coupling,
+    selected: dict[int, np.ndarray],
+    scores: dict[int, np.ndarray],
+    contiguity: float,
+    notes: list[str] | None = None,
+) -> dict[int, np.ndarray]:
+    """Trade a little importance for contiguity, before pruning (`graph` has identity reader gathers).
+
+    The planner orders the channels each stream would keep; a reader that would still gather takes
+    instead the contiguous window of as many channels (in that order) with the highest sum of its own
+    scores, when that loses at most `contiguity` of its kept score. Returns the resolved keep masks.
+    Cost: one `plan` per segment plus O(channels) per reader and window position."""
+    keep = resolve_streams(graph, coupling, selected)
+    snapped = dict(selected)
+    groups = {g.id: g for g in coupling.groups}
+    for seg in segments(graph, coupling):
+        kept = [np.flatnonzero(keep[g]) for g in seg.groups]
+        compact = [np.full(groups[g].size, -1, dtype=np.int64) for g in seg.groups]
+        for b, k in enumerate(kept):
+            compact[b][k] = np.arange(len(k))
+        readers, out_groups = [], []
+        for r, n in zip(seg.spec.readers, seg.gathers, strict=True):
+            og = int(coupling.label_group[_block(coupling, n, 1)[0]])
+            mask = np.asarray(selected[og], bool)
+            ok = r.sortable and len(r.reads) == len(mask) and len(set(r.reads)) == len(r.reads)
+            reads = tuple((b, int(compact[b][u])) for (b, u), m in zip(r.reads, mask, strict=True) if m)
+            readers.append(ReaderSpec(r.name, r.layout, reads, r.bytes_per_channel, ok))
+            out_groups.append(og)
+        spec = SegmentSpec(seg.spec.name, tuple(len(k) for k in kept), seg.spec.free, tuple(readers))
+        orders = plan(spec)
+        costs = evaluate(spec, orders)
+        for r, full, og, cost in zip(readers, seg.spec.readers, out_groups, costs, strict=True):
+            if cost.view or not r.sortable or not r.reads:
+                continue
+            # the reader's value in the planned order: (block, original unit) per position
+            seq = [(b, int(kept[b][orders[b][i]])) for b in r.layout for i in range(len(kept[b]))]
+            unit_of = {bu: j for j, bu in enumerate(full.reads)}  # (block, unit) -> the reader's unit
+            s = np.asarray(scores[og], dtype=np.float64)
+            pos_score = np.array([s[unit_of[bu]] if bu in unit_of else -np.inf for bu in seq])
+            k = len(r.reads)
+            if k > len(seq):
+                continue
+            window = np.convolve(np.where(np.isfinite(pos_score), pos_score, -1e300), np.ones(k), "valid")
+            best = int(np.argmax(window))
+            current = float(s[np.asarray(selected[og], bool)].sum())
+            if not np.isfinite(window[best]) or window[best] < (1 - contiguity) * current:
+                continue
+            mask = np.zeros(len(s), bool)
+            mask[[unit_of[bu] for bu in seq[best : best + k]]] = True
+            snapped[og] = mask
+            if notes is not None:
+                loss = 1 - window[best] / current if current > 0 else 0.0
+                notes.append(f"reader {r.name}: snapped to one contiguous range ({loss:.2%} of its importance)")
+    return resolve_streams(graph, coupling, snapped)
