@@ -18,13 +18,17 @@ criterion, global ranking, widths rounded to 8):
 - ours+snap: ours with `contiguity=0.02` (a reader snaps to a contiguous range losing <= 2% of its
   kept importance).
 
-Columns: MACs kept; reader gathers left and the bytes they copy per inference (batch 1, float32);
-slices; importance kept = the sum of the kept weights' squared magnitudes over every conv/linear (what
-the L2 criterion sums), as a fraction of the dense model's; output error = relative L2 distance of the
-pruned model's output to the dense one's on random inputs (the pruned model equals the masked model
-exactly, which the contract tests check); latency = onnxruntime (1 intra-op thread; its Slice copies
-like a Gather) and the torch module of `Graph.to_torch()` (1 thread; a channel slice of a batch-1
-NCHW tensor is a view), best of --reps runs, the exports interleaved.
+Columns: MACs kept; readers of shared tensors that read a view; gathers left; bytes the reads copy
+per inference as the planner models them (batch 1, float32; a split DenseNet read counts its concat
+of pieces); slices; bytes written per inference by every Gather and Concat in the graph (copies in
+any runtime: this includes the model's own concats, which a split read removes) and with the Slices
+added (onnxruntime copies slices too); importance kept = the sum of the kept weights' squared
+magnitudes over every conv/linear (what the L2 criterion sums), as a fraction of the dense model's;
+output error = relative L2 distance of the pruned model's output to the dense one's on random inputs
+(the pruned model equals the masked model exactly, which the contract tests check); latency =
+onnxruntime (1 intra-op thread; its Slice copies like a Gather) and the torch module of
+`Graph.to_torch()` (1 thread; a channel slice of a batch-1 NCHW tensor is a view), best of --reps
+runs, the exports interleaved.
 """
 
 from __future__ import annotations
@@ -225,6 +229,16 @@ def prune(graph: Graph, variant: str, macs: float):
     return gp.prune_with_report(graph, constrained=False, reorder=method, contiguity=contiguity, **common)
 
 
+def moved_bytes(graph: Graph, ops: tuple[Op, ...]) -> int:
+    """Bytes written per inference by the given copy ops (symbolic sizes count 1)."""
+    total = 0
+    for n in graph.nodes:
+        if n.op in ops:
+            t = n.outputs[0].type
+            total += int(np.prod([d if isinstance(d, int) else 1 for d in t.shape])) * np.dtype(t.dtype.numpy).itemsize
+    return total
+
+
 def weight_energy(graph: Graph) -> float:
     total = 0.0
     for n in graph.nodes:
@@ -272,6 +286,8 @@ def run_model(name: str, macs: float, reps: int) -> list[dict]:
                 "gathers": sum(1 for n in pruned.nodes if n.op is Op.GATHER),
                 "slices": sum(1 for n in pruned.nodes if n.op is Op.SLICE),
                 "bytes": sum(s.bytes_copied for s in report.segments),
+                "moved": moved_bytes(pruned, (Op.GATHER, Op.CONCAT)),
+                "moved_ort": moved_bytes(pruned, (Op.GATHER, Op.CONCAT, Op.SLICE)),
                 "energy": weight_energy(pruned) / dense_energy,
                 "error": err,
             })
@@ -295,13 +311,15 @@ def run_model(name: str, macs: float, reps: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | export | MACs kept | copy-free readers | gathers | bytes copied | slices | importance kept "
-            "| output error | onnxruntime ms | torch ms |")
-    lines = [head, "|" + "---|" * 11]
+    head = ("| model | export | MACs kept | copy-free readers | gathers | bytes copied by reads | slices "
+            "| gather+concat bytes | +slice bytes | importance kept | output error | onnxruntime ms | torch ms |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['macs']:.3f} | {r['copy_free']}/{r['readers']} | {r['gathers']} | "
-            f"{r['bytes']:,} | {r['slices']} | {r['energy']:.4f} | {r['error']:.4f} | {r['ms']:.2f} | {r['torch_ms']:.2f} |"
+            f"{r['bytes']:,} | {r['slices']} | {r['moved']:,} | {r['moved_ort']:,} | {r['energy']:.4f} | "
+            f"{r['error']:.4f} | {r['ms']:.2f} | "
+            f"{r['torch_ms']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -318,7 +336,8 @@ def goals(rows: list[dict]) -> list[str]:
                    f"{o['energy']:.4f} vs constrained {c['energy']:.4f} "
                    f"({'more' if o['energy'] > c['energy'] else 'NOT more'}); onnxruntime latency "
                    f"{o['ms'] / c['ms']:.3f}x constrained, naive / ours {n['ms'] / o['ms']:.2f}x; torch latency "
-                   f"{o['torch_ms'] / c['torch_ms']:.3f}x constrained, naive / ours {n['torch_ms'] / o['torch_ms']:.2f}x")
+                   f"{o['torch_ms'] / c['torch_ms']:.3f}x constrained, naive / ours "
+                   f"{n['torch_ms'] / o['torch_ms']:.2f}x")
     if "DenseNet-style" in {r["model"] for r in rows}:
         c, n, o = (by[("DenseNet-style", v)] for v in ("constrained", "naive", "ours"))
         within = o["ms"] <= 1.05 * c["ms"]

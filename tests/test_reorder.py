@@ -112,6 +112,19 @@ def test_unconstrained_exports_run_in_onnxruntime_and_torch(name, tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(b).max())))
 
 
+def test_densenet_reads_are_split_per_concat_input():
+    graph, x = trace64("densenet")
+    _, pruned, reordered = unconstrained(graph, seed=2)
+    # every layer read its own concat through a gather; split, the concats go away and the layers
+    # read slices of the producers' outputs joined by a smaller concat
+    moved = {
+        name: sum(int(np.prod(n.outputs[0].type.shape)) for n in g.nodes if n.op in (Op.GATHER, Op.CONCAT))
+        for name, g in (("pruned", pruned), ("reordered", reordered))
+    }
+    assert moved["reordered"] < moved["pruned"]
+    assert sum(n.op is Op.SLICE for n in reordered.nodes) > sum(n.op is Op.SLICE for n in pruned.nodes)
+
+
 def test_reorder_makes_resnet_and_mobilenet_readers_copy_free():
     for name in ("resnet_bottleneck", "mobilenetv2"):
         graph, _ = trace64(name)
@@ -134,8 +147,10 @@ def segment_specs(draw, max_blocks: int = 2, max_size: int = 5, max_readers: int
         span = draw(st.integers(1, nb))  # a DenseNet reader reads a prefix of the blocks
         layout = tuple(range(span))
         reads = tuple((b, s) for b in layout for s in range(sizes[b]) if draw(st.booleans()))
+        # a read of a concat may be split per concat input (one block each)
+        pieces = tuple((b,) for b in layout) if span > 1 and draw(st.booleans()) else ()
         if reads:
-            readers.append(ReaderSpec(f"r{r}", layout, reads, draw(st.integers(1, 16))))
+            readers.append(ReaderSpec(f"r{r}", layout, reads, draw(st.integers(1, 16)), True, pieces))
     return SegmentSpec("s", sizes, tuple(draw(st.booleans()) for _ in sizes), tuple(readers))
 
 

@@ -18,6 +18,10 @@ block's ends, so every block gets a family of sets that must each be consecutive
 consecutive-ones property (C1P) with fixed ends. Readers are made contiguous together iff every
 block's family has C1P.
 
+A read of a concat that only readers read (DenseNet) is split per concat input by the reorder pass
+(each piece a slice or a gather of one producer's output, joined by a concat of the pieces, and the
+original concat disappears); the planner then treats each piece as a reader of its own.
+
 The search (`plan`):
 - A family's C1P test works on *atoms*, the classes of channels with the same membership; m
   intervals on a line cut it into at most 2m+1 classes, so more atoms than that fails at once.
@@ -77,6 +81,21 @@ class ReaderSpec:
     reads: tuple[tuple[int, int], ...]
     bytes_per_channel: int
     sortable: bool = True
+    # a read of a concat is split into one read per concat input (`pieces`: the blocks of each input,
+    # in order) joined by a concat of the pieces: each piece is a slice or a gather of its own, and
+    # the join copies every channel when there are several pieces. Empty: one read of the whole value.
+    pieces: tuple[tuple[int, ...], ...] = ()
+
+    def parts(self) -> list[ReaderSpec]:
+        """The reads this reader is made of: itself, or one unsplit reader per nonempty piece."""
+        if not self.pieces:
+            return [self]
+        out = []
+        for k, blocks in enumerate(self.pieces):
+            reads = tuple(bs for bs in self.reads if bs[0] in blocks)
+            if reads:
+                out.append(ReaderSpec(f"{self.name}#{k}", blocks, reads, self.bytes_per_channel, self.sortable))
+        return out
 
 
 @dataclass(frozen=True)
@@ -113,13 +132,25 @@ def evaluate(seg: SegmentSpec, orders: Sequence[np.ndarray]) -> list[ReaderCost]
         inv.append(iv)
     out = []
     for r in seg.readers:
-        pos = _positions(seg, r, inv)
-        uniq = np.unique(pos)
-        runs = int(1 + np.count_nonzero(np.diff(uniq) != 1)) if len(uniq) else 0
-        in_order = r.sortable or bool(np.all(np.diff(pos) == 1))
-        view = len(uniq) == len(pos) and runs == 1 and in_order
-        out.append(ReaderCost(r.name, len(pos), runs, view, 0 if view else len(pos) * r.bytes_per_channel))
+        parts = [_part_cost(seg, p, inv) for p in r.parts()]
+        if len(parts) == 1:
+            c = parts[0]
+            out.append(ReaderCost(r.name, c.channels, c.runs, c.view, c.bytes))
+            continue
+        # several pieces: each copies unless a view, and their concat copies every channel
+        k = sum(c.channels for c in parts)
+        copied = sum(c.bytes for c in parts) + k * r.bytes_per_channel
+        out.append(ReaderCost(r.name, k, sum(c.runs for c in parts), False, copied))
     return out
+
+
+def _part_cost(seg: SegmentSpec, r: ReaderSpec, inv: Sequence[np.ndarray]) -> ReaderCost:
+    pos = _positions(seg, r, inv)
+    uniq = np.unique(pos)
+    runs = int(1 + np.count_nonzero(np.diff(uniq) != 1)) if len(uniq) else 0
+    in_order = r.sortable or bool(np.all(np.diff(pos) == 1))
+    view = len(uniq) == len(pos) and runs == 1 and in_order
+    return ReaderCost(r.name, len(pos), runs, view, 0 if view else len(pos) * r.bytes_per_channel)
 
 
 def total_bytes(costs: Sequence[ReaderCost]) -> int:
@@ -295,7 +326,16 @@ def _orders_for(seg: SegmentSpec, needs: list[_Need], chosen: Sequence[int]) -> 
 
 
 def plan(seg: SegmentSpec) -> list[np.ndarray]:
-    """The block orders (new slot i holds old slot order[i]) with the fewest bytes copied."""
+    """The block orders (new slot i holds old slot order[i]) with the fewest bytes copied. A split
+    reader's pieces are planned as readers of their own (its concat's copy does not depend on the
+    order)."""
+    if any(r.pieces for r in seg.readers):
+        parts = tuple(p for r in seg.readers for p in r.parts())
+        return _plan(SegmentSpec(seg.name, seg.sizes, seg.free, parts), seg)
+    return _plan(seg, seg)
+
+
+def _plan(seg: SegmentSpec, whole: SegmentSpec) -> list[np.ndarray]:
     needs = [_needs(seg, r) for r in seg.readers]
     weight = [r.bytes_per_channel * len(r.reads) for r in seg.readers]
     cand = [i for i, n in enumerate(needs) if n.feasible and n.sets]
@@ -315,8 +355,8 @@ def plan(seg: SegmentSpec) -> list[np.ndarray]:
             chosen.append(i)
     best = _orders_for(seg, needs, chosen)
     assert best is not None
-    theirs = upscale_order(seg)
-    key = lambda o: (total_bytes(evaluate(seg, o)), sum(c.runs for c in evaluate(seg, o)))  # noqa: E731
+    theirs = upscale_order(whole)
+    key = lambda o: (total_bytes(evaluate(whole, o)), sum(c.runs for c in evaluate(whole, o)))  # noqa: E731
     return best if key(best) <= key(theirs) else theirs
 
 

@@ -472,7 +472,7 @@ class PruneChannels:
         budget = self.target_macs or self.target_params
 
         def resolve(kp: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-            return kp if self.constrained else resolve_streams(graph, coupling, kp)
+            return kp if self.constrained else resolve_streams(graph, coupling, kp, scores, self.round_to)
 
         notes: list[str] = []  # the selection's decisions (kept groups, relaxed round_to), for reports
         cost_fn = (lambda kp: pruned_cost(graph, coupling, resolve(kp))) if budget else None
@@ -481,7 +481,7 @@ class PruneChannels:
         if not self.constrained and self.contiguity > 0:
             from .reorder import snap_readers
 
-            keep = snap_readers(graph, coupling, selected, scores, self.contiguity, notes)
+            keep = snap_readers(graph, coupling, selected, scores, self.contiguity, notes, self.round_to)
         if not inserted and all(np.all(keep.get(g.id, True)) for g in coupling.groups):
             # nothing to remove; the stats still tell a report what was decided and why
             return PassResult(False, ALL, {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": 0})

@@ -27,11 +27,20 @@ from __future__ import annotations
 import numpy as np
 
 from graphprune.ir.graph import Graph, Node, Value
-from graphprune.ir.ops import BINARY_OPS, UNARY_OPS, GatherAttrs, Op, SliceAttrs
+from graphprune.ir.ops import BINARY_OPS, UNARY_OPS, AxisAttrs, GatherAttrs, Op, SliceAttrs
 
 from ..analysis.coupling import Coupling, CouplingGroup, analyze
 
-__all__ = ["Read", "find_reads", "insert_readers", "lower_readers", "reader_gathers", "resolve_streams"]
+__all__ = [
+    "Read",
+    "find_reads",
+    "insert_readers",
+    "lower_readers",
+    "reader_gathers",
+    "resolve_streams",
+    "split_concat_reads",
+    "splittable",
+]
 
 _NORMS = (Op.BATCH_NORM, Op.INSTANCE_NORM, Op.PRELU, Op.LAYER_NORM, Op.RMS_NORM)
 _POOLS = (Op.MAX_POOL, Op.AVG_POOL)
@@ -151,9 +160,17 @@ def stream_groups(graph: Graph, coupling: Coupling) -> dict[int, list[Node]]:
     return out
 
 
-def resolve_streams(graph: Graph, coupling: Coupling, keep: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+def resolve_streams(
+    graph: Graph,
+    coupling: Coupling,
+    keep: dict[int, np.ndarray],
+    scores: dict[int, np.ndarray] | None = None,
+    round_to: int = 1,
+) -> dict[int, np.ndarray]:
     """`keep` with every stream group's mask replaced by what its readers read (plus the group's own
-    selection where a consumer reads it without a reader gather)."""
+    selection where a consumer reads it without a reader gather). The stream's width is then rounded
+    up to a multiple of `round_to` with its best unread channels (by `scores`): kernels such as
+    onnxruntime's blocked-layout convolutions fall back to slow paths on odd widths."""
     groups = {g.id: g for g in coupling.groups}
     need = {g.id: np.zeros(g.size, bool) for g in coupling.groups}
     for n in reader_gathers(graph, coupling):
@@ -174,8 +191,69 @@ def resolve_streams(graph: Graph, coupling: Coupling, keep: dict[int, np.ndarray
             out[gid] = np.ones(g.size, bool)  # bins cannot follow a union; the order of a fixed group stays
             continue
         mask = need[gid] | (np.asarray(keep[gid], bool) if gid in own else False)
-        out[gid] = mask if mask.any() else np.asarray(keep[gid], bool)
+        if not mask.any():
+            mask = np.asarray(keep[gid], bool)
+        extra = -int(mask.sum()) % round_to
+        if extra and mask.sum() + extra <= g.size:
+            s = np.asarray(scores[gid], np.float64) if scores is not None else np.zeros(g.size)
+            unread = np.flatnonzero(~mask)
+            mask = mask.copy()
+            mask[unread[np.argsort(-s[unread], kind="stable")[:extra]]] = True
+        out[gid] = mask
     return out
+
+
+def splittable(graph: Graph, node: Node) -> bool:
+    """Whether a reader gather reads a concat along its axis that only reader gathers read (so
+    splitting every read per concat input removes the concat)."""
+    src, axis = node.inputs[0].producer, node.attrs.axis
+    if src is None or src.op is not Op.CONCAT or src.attrs.axis != axis or node.inputs[0] in graph.outputs:
+        return False
+    if not all(isinstance(v.type.shape[axis], int) for v in src.inputs):
+        return False
+    return all(
+        u.op is Op.GATHER and i == 0 and u.attrs.axis == axis and u.inputs[1].is_const and u.inputs[1].type.rank == 1
+        for u, i in node.inputs[0].uses
+    )
+
+
+def split_concat_reads(graph: Graph) -> int:
+    """Exact: a reader gather with ascending indices over a concat (along its axis) becomes a concat
+    of one gather per concat input it reads (each then a slice or nothing after `lower_readers`); a
+    concat nobody reads any more is removed. Returns how many gathers were split."""
+    coupling = analyze(graph, cuts=True)
+    count = 0
+    for n in reader_gathers(graph, coupling):
+        data, idx = n.inputs
+        src, axis = data.producer, n.attrs.axis
+        sel = np.asarray(idx.data).astype(np.int64)
+        if not splittable(graph, n) or np.any(np.diff(sel) < 0) or src is None:
+            continue
+        widths = [v.type.shape[axis] for v in src.inputs]
+        sel = sel % int(sum(widths))  # type: ignore[arg-type]
+        pieces, offset = [], 0
+        for j, (v, w) in enumerate(zip(src.inputs, widths, strict=True)):
+            part = sel[(sel >= offset) & (sel < offset + w)] - offset
+            offset += w  # type: ignore[operator]
+            if len(part):
+                pi = graph.add_const(f"{n.name}.{j}.idx", part, unique=True)
+                pieces.append(graph.add_node(Op.GATHER, [v, pi], GatherAttrs(axis), name=f"{n.name}.{j}",
+                                             output_names=[f"{n.name}.{j}"], unique=True, before=n).output)
+        if len(pieces) == 1:
+            graph.replace_all_uses(n.outputs[0], pieces[0])
+        else:
+            joined = graph.add_node(Op.CONCAT, pieces, AxisAttrs(axis), name=f"{n.name}.join",
+                                    output_names=[f"{n.name}.join"], unique=True, before=n)
+            graph.replace_all_uses(n.outputs[0], joined.output)
+        graph.erase(n)
+        if not idx.uses:
+            graph.remove_const(idx)
+        if not src.outputs[0].uses and src.outputs[0] not in graph.outputs:
+            graph.erase(src)
+        count += 1
+    if count:
+        graph.retype()
+    return count
 
 
 def lower_readers(graph: Graph) -> dict[str, int]:

@@ -7,10 +7,13 @@
    indices so every reader still reads the same channels.
 3. Each reader whose indices are now out of order permutes its own channels (its weights' input
    columns, its norm's parameters) so that the indices ascend.
-4. `lower_readers`: a gather of every channel in order disappears, a contiguous range becomes a Slice.
+4. A reader of a concat (DenseNet) reads each concat input on its own and concatenates the pieces
+   (`split_concat_reads`): a piece is then a slice of one producer's output, and the original concat,
+   read by nobody else, goes away. The planner knows this and asks each piece to be a run.
+5. `lower_readers`: a gather of every channel in order disappears, a contiguous range becomes a Slice.
 
-`method`: search (ours), upscale (UPSCALE's heuristic, the baseline) or none (no reordering: the
-naive export, only steps 3-4).
+`method`: search (ours), upscale (UPSCALE's heuristic, the baseline) or none (no reordering and no
+splitting: the naive export, a gather per reader in the original order; only steps 3 and 5).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 from ..analysis.coupling import Coupling, CouplingGroup, analyze
 from ..analysis.reorder import ReaderCost, ReaderSpec, SegmentSpec, evaluate, plan, upscale_order
 from .permute_channels import apply_permutation, permutable
-from .readers import lower_readers, reader_gathers, resolve_streams, stream_groups
+from .readers import lower_readers, reader_gathers, resolve_streams, split_concat_reads, splittable, stream_groups
 
 __all__ = ["METHODS", "Reorder", "SegmentResult", "reorder_graph", "segments", "snap_readers"]
 
@@ -83,8 +86,31 @@ class Segment:
     gathers: tuple[Node, ...]  # the readers, as in spec.readers
 
 
-def segments(graph: Graph, coupling: Coupling) -> list[Segment]:
-    """Every segment of a cut-mode coupling, with its readers."""
+def _pieces(graph: Graph, n: Node, layout: list[int] | None, sizes: dict[int, int], block: dict[int, int]) -> tuple:
+    """The blocks of each concat input when `n` reads a concat that `split_concat_reads` will split
+    and whose inputs hold whole blocks; () otherwise."""
+    src = n.inputs[0].producer
+    if layout is None or src is None or not splittable(graph, n):
+        return ()
+    widths = [src.inputs[j].type.shape[n.attrs.axis] for j in range(len(src.inputs))]
+    out, cur, acc, i = [], [], 0, 0
+    for w in widths:
+        if not isinstance(w, int):
+            return ()
+        while acc < w and i < len(layout):
+            cur.append(block[layout[i]])
+            acc += sizes[layout[i]]
+            i += 1
+        if acc != w:
+            return ()
+        out.append(tuple(cur))
+        cur, acc = [], 0
+    return tuple(out) if len(out) > 1 else ()
+
+
+def segments(graph: Graph, coupling: Coupling, split: bool = False) -> list[Segment]:
+    """Every segment of a cut-mode coupling, with its readers (`split`: reads of a concat are split
+    per concat input, see `split_concat_reads`)."""
     streams = stream_groups(graph, coupling)
     groups = {g.id: g for g in coupling.groups}
     parent = {g: g for g in streams}
@@ -127,7 +153,10 @@ def segments(graph: Graph, coupling: Coupling) -> list[Segment]:
                 and _free(og)
             )
             layout = tuple(block[g] for g in lay) if lay is not None else tuple(block[g] for g in gids)
-            readers.append(ReaderSpec(n.name or n.outputs[0].name, layout, reads, _bytes_per_channel(n), sortable))
+            pieces = _pieces(graph, n, lay, sizes, block) if split and sortable else ()
+            readers.append(
+                ReaderSpec(n.name or n.outputs[0].name, layout, reads, _bytes_per_channel(n), sortable, pieces)
+            )
         name = groups[gids[0]].name
         spec = SegmentSpec(name, tuple(sizes[g] for g in gids), free, tuple(readers))
         out.append(Segment(spec, tuple(gids), tuple(gathers)))
@@ -183,7 +212,8 @@ def reorder_graph(graph: Graph, method: str = "search") -> tuple[list[SegmentRes
     coupling = analyze(graph, cuts=True)
     perms: dict[int, np.ndarray] = {}
     results = []
-    for seg in segments(graph, coupling):
+    split = method != "none"
+    for seg in segments(graph, coupling, split):
         identity = [np.arange(n) for n in seg.spec.sizes]
         if method == "search":
             orders = plan(seg.spec)
@@ -199,8 +229,9 @@ def reorder_graph(graph: Graph, method: str = "search") -> tuple[list[SegmentRes
     if perms:
         apply_permutation(graph, coupling, perms)
     sorted_readers = _sort_readers(graph)
+    split_reads = split_concat_reads(graph) if split else 0
     lowered = lower_readers(graph)
-    lowered.update(groups_permuted=len(perms), readers_sorted=sorted_readers)
+    lowered.update(groups_permuted=len(perms), readers_sorted=sorted_readers, split=split_reads)
     return results, lowered
 
 
@@ -216,7 +247,7 @@ class Reorder:
 
     def run(self, graph: Graph, analyses: AnalysisManager) -> PassResult:
         results, lowered = reorder_graph(graph, self.method)
-        changed = any(lowered[k] for k in ("removed", "sliced", "groups_permuted", "readers_sorted"))
+        changed = any(lowered[k] for k in ("removed", "sliced", "groups_permuted", "readers_sorted", "split"))
         stats = {
             "segments": results,
             "gathers_left": lowered["gathers"],
@@ -238,6 +269,7 @@ def snap_readers(
     scores: dict[int, np.ndarray],
     contiguity: float,
     notes: list[str] | None = None,
+    round_to: int = 1,
 ) -> dict[int, np.ndarray]:
     """Trade a little importance for contiguity, before pruning (`graph` has identity reader gathers).
 
@@ -245,7 +277,7 @@ def snap_readers(
     instead the contiguous window of as many channels (in that order) with the highest sum of its own
     scores, when that loses at most `contiguity` of its kept score. Returns the resolved keep masks.
     Cost: one `plan` per segment plus O(channels) per reader and window position."""
-    keep = resolve_streams(graph, coupling, selected)
+    keep = resolve_streams(graph, coupling, selected, scores, round_to)
     snapped = dict(selected)
     groups = {g.id: g for g in coupling.groups}
     for seg in segments(graph, coupling):
@@ -286,4 +318,4 @@ def snap_readers(
             if notes is not None:
                 loss = 1 - window[best] / current if current > 0 else 0.0
                 notes.append(f"reader {r.name}: snapped to one contiguous range ({loss:.2%} of its importance)")
-    return resolve_streams(graph, coupling, snapped)
+    return resolve_streams(graph, coupling, snapped, scores, round_to)
