@@ -289,3 +289,13 @@ def test_unconstrained_text():
     for method, expected in (("none", naive), ("search", reordered)):
         got = gp.prune(graph, 0.5, criterion="l1", round_to=1, constrained=False, reorder=method, verify=True)
         assert str(got) == dedent(expected)
+
+
+def test_stream_widths_are_rounded():
+    graph, x = trace64("resnet_bottleneck")
+    pruned = gp.prune(graph, 0.5, round_to=8, constrained=False)
+    widths = [n.outputs[0].type.shape[1] for n in pruned.nodes if n.op is Op.CONV]
+    full = {n.name: n.outputs[0].type.shape[1] for n in graph.nodes if n.op is Op.CONV}
+    convs = [n for n in pruned.nodes if n.op is Op.CONV]
+    assert all(w % 8 == 0 or w == full[n.name] for n, w in zip(convs, widths, strict=True))
+    assert [o.shape for o in pruned.run(*x)] == [o.shape for o in graph.run(*x)]

@@ -989,13 +989,3 @@ class CouplingAnalysis:
     @classmethod
     def compute(cls, graph: Graph, analyses: AnalysisManager | None = None) -> Coupling:
         return analyze(graph)
-
-
-class ReaderCouplingAnalysis:
-    """The unconstrained view: constant channel gathers are cuts (see the module docstring)."""
-
-    name: ClassVar[str] = "coupling-readers"
-
-    @classmethod
-    def compute(cls, graph: Graph, analyses: AnalysisManager | None = None) -> Coupling:
-        return analyze(graph, cuts=True)

@@ -33,7 +33,7 @@ The search (`plan`):
   subsets of readers in decreasing order of bytes saved, the first feasible one is optimal (at
   most 2^8 C1P tests, most rejected by the atom count).
 - Larger segments: greedy in decreasing order of bytes (add a reader when the family stays C1P),
-  then the result is compared with UPSCALE's order and the better one kept.
+  then the result is compared with UPSCALE's order and the better one kept (up to 32 readers).
 - Inside each atom the channels are grouped by their membership in the readers left copying and
   the groups chained by similarity (nearest neighbour), so those readers read few runs.
 
@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 EXACT_READERS = 8  # segments with at most this many contiguous-capable readers are solved exactly
+UPSCALE_READERS = 32  # larger segments are not compared with UPSCALE's (exponential) path search
 DFS_BUDGET = 200_000  # C1P search steps per test; exhausting it counts as "not C1P"
 
 
@@ -355,6 +356,8 @@ def _plan(seg: SegmentSpec, whole: SegmentSpec) -> list[np.ndarray]:
             chosen.append(i)
     best = _orders_for(seg, needs, chosen)
     assert best is not None
+    if len(whole.readers) > UPSCALE_READERS:
+        return best  # UPSCALE's path search is exponential in the readers: not run on huge segments
     theirs = upscale_order(whole)
     key = lambda o: (total_bytes(evaluate(whole, o)), sum(c.runs for c in evaluate(whole, o)))  # noqa: E731
     return best if key(best) <= key(theirs) else theirs
