@@ -130,6 +130,9 @@ def prune(
     calib: Sequence[np.ndarray] | None = None,
     seed: int = 0,
     verify: bool | None = None,
+    constrained: bool = True,
+    reorder: str = "search",
+    contiguity: float = 0.0,
 ) -> Graph:
     """A new graph with channels physically removed.
 
@@ -139,6 +142,12 @@ def prune(
     the same fraction) or global (groups ranked together, LAMP-normalised). `round_to`: kept widths
     rounded up to a multiple (8 by default: SIMD-friendly widths; 1 = none). `keep`: regexes of node or
     value names whose channels stay.
+
+    `constrained=False`: every reader of a shared tensor (a residual stream, a concat read by several
+    layers) keeps its own input channels; producers drop only the channels no reader reads. The
+    channels are then reordered (`reorder`: search, upscale or none) so that as many readers as
+    possible read a contiguous range (a slice) instead of a gather; `contiguity` (e.g. 0.02) snaps a
+    reader to a contiguous range when that loses at most that fraction of its kept importance.
     """
     pruned, _ = _prune(
         graph,
@@ -153,6 +162,9 @@ def prune(
         calib=calib,
         seed=seed,
         verify=verify,
+        constrained=constrained,
+        reorder=reorder,
+        contiguity=contiguity,
         report=False,
     )
     return pruned
@@ -172,6 +184,9 @@ def prune_with_report(
     calib: Sequence[np.ndarray] | None = None,
     seed: int = 0,
     verify: bool | None = None,
+    constrained: bool = True,
+    reorder: str = "search",
+    contiguity: float = 0.0,
 ) -> tuple[Graph, PruneReport]:
     """`prune` (same options), and the report of what it did: widths, parameters and MACs per layer,
     units kept per coupling group, blocked groups and the selection's notes."""
@@ -188,6 +203,9 @@ def prune_with_report(
         calib=calib,
         seed=seed,
         verify=verify,
+        constrained=constrained,
+        reorder=reorder,
+        contiguity=contiguity,
         report=True,
     )
     assert report is not None
@@ -208,10 +226,17 @@ def _prune(
     calib: Sequence[np.ndarray] | None,
     seed: int,
     verify: bool | None,
+    constrained: bool,
+    reorder: str,
+    contiguity: float,
     report: bool,
 ) -> tuple[Graph, PruneReport | None]:
-    from graphprune.passes.analysis.report import build_report
+    from graphprune.passes.analysis.report import build_report, segment_rows
     from graphprune.passes.transform.prune_channels import PruneChannels
+    from graphprune.passes.transform.reorder import METHODS, Reorder
+
+    if reorder not in METHODS:
+        raise ValueError(f"reorder={reorder!r}: expected one of {', '.join(METHODS)}")
 
     p = PruneChannels(
         channels=channels,
@@ -224,21 +249,25 @@ def _prune(
         keep="|".join(f"(?:{k})" for k in keep),
         seed=seed,
         calib=tuple(np.asarray(a) for a in calib) if calib is not None else None,
+        constrained=constrained,
+        contiguity=contiguity,
     )
+    passes: list[Any] = [p] if constrained else [p, Reorder(method=reorder)]
     # through optimize, so the structural verifier (and, asked for, the contract check) still runs
     result = _LastResult()
-    pruned = optimize(graph, Pipeline([p]), verify=verify, instruments=[result])
+    pruned = optimize(graph, Pipeline(passes), verify=verify, instruments=[result])
     if not report:
         return pruned, None
-    stats = result.stats
-    return pruned, build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()))
+    stats = result.stats[PruneChannels.name]
+    segments = segment_rows(result.stats.get(Reorder.name, {}).get("segments", ()))
+    return pruned, build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()), segments)
 
 
 class _LastResult(Instrument):
-    """Keeps the stats of the last pass that ran."""
+    """Keeps the stats of every pass that ran, by pass name (the last run of each)."""
 
     def __init__(self) -> None:
-        self.stats: dict[str, Any] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
 
     def after_pass(self, p: Any, graph: Graph, result: PassResult) -> None:
-        self.stats = result.stats
+        self.stats[p.name] = result.stats

@@ -4,6 +4,7 @@
     graphprune opt MODEL -p fold-bn,dce -o OUT [--verify]
     graphprune analyze MODEL [--json]
     graphprune prune MODEL -o OUT [--channels 0.5 | --target-macs F | --target-params F] [--criterion C]
+                     [--unconstrained [--reorder search|upscale|none] [--contiguity F]]
                      [--scope local|global] [--round-to N] [--keep NODE ...] [--calib inputs.npz]
                      [--report report.json] [--plot widths.png] [--verify]
 
@@ -214,6 +215,8 @@ def _prune(args: argparse.Namespace) -> int:
         raise GraphpruneError(f"{out}: output must end in .onnx or {api.TEXT_SUFFIX}")
     if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
         raise GraphpruneError(f"{args.plot}: --plot writes a PNG; give a path ending in .png")
+    if not args.unconstrained and (args.reorder is not None or args.contiguity):
+        raise GraphpruneError("--reorder and --contiguity apply to unconstrained pruning; add --unconstrained")
     outputs = [out, *(Path(p) for p in (args.report, args.plot) if p is not None)]
     _check_outputs(outputs)
 
@@ -233,6 +236,9 @@ def _prune(args: argparse.Namespace) -> int:
         keep=args.keep,
         calib=calib,
         verify=args.verify,
+        constrained=not args.unconstrained,
+        reorder=args.reorder or "search",
+        contiguity=args.contiguity,
     )
     with _staged(outputs) as staged:
         api.save(pruned, staged[out])
@@ -405,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration inputs for taylor: one array per model input, in order or keyed by name")
     r.add_argument("--report", metavar="REPORT.json", help="also write the report as JSON")
     r.add_argument("--plot", metavar="WIDTHS.png", help="also write a bar chart of the widths per layer")
+    r.add_argument("--unconstrained", action="store_true",
+                   help="each reader of a shared tensor (residual stream, concat) keeps its own channels")
+    r.add_argument("--reorder", choices=("search", "upscale", "none"), default=None,
+                   help="with --unconstrained: channel order for contiguous reads (default search; upscale: "
+                        "UPSCALE's heuristic; none: reader gathers in the original order)")
+    r.add_argument("--contiguity", type=_fraction(upper_open=True), default=0.0, metavar="F",
+                   help="with --unconstrained: snap a reader to one contiguous range when that loses at most "
+                        "this fraction of its kept importance (e.g. 0.02)")
     r.add_argument("--verify", action="store_true", help="check the pruning contract numerically (float64)")
     r.set_defaults(func=_prune)
     return p

@@ -6,10 +6,12 @@ from .transform.dce import DeadCodeElimination
 from .transform.fold_bn import FoldBatchNorm
 from .transform.permute_channels import PermuteChannels
 from .transform.prune_channels import PruneChannels
+from .transform.reorder import Reorder
 
 REGISTRY: dict[str, type] = {
     DeadCodeElimination.name: DeadCodeElimination,
     FoldBatchNorm.name: FoldBatchNorm,
     PruneChannels.name: PruneChannels,
     PermuteChannels.name: PermuteChannels,
+    Reorder.name: Reorder,
 }

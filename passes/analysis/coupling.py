@@ -20,6 +20,12 @@ every bin: grouped convolutions, GroupNorm groups, reshapes that split a channel
 (ops where removing a channel is not the same as zeroing it: LayerNorm/RMSNorm/GroupNorm statistics,
 softmax, mean or max over channels).
 
+Unconstrained mode (`analyze(graph, cuts=True)`): a gather with constant 1-D indices along a channel
+axis is a *cut*, a boundary between two channel spaces: its output gets fresh labels instead of the
+labels it reads. Unconstrained pruning inserts such a *reader gather* before every layer that reads a
+shared tensor (a residual stream, a concat read by several layers), so each reader becomes its own
+coupling group and keeps its own channels; the cut gathers are listed in `Coupling.cuts`.
+
 Complexity: one pass over the nodes; the labels are numpy arrays, so the work is linear in the
 number of channel elements, and the components come from scipy's connected_components in
 O(elements + unions).
@@ -92,6 +98,8 @@ class Coupling:
     label_group: np.ndarray
     label_unit: np.ndarray
     blocks: dict[int, list[Block]] = field(repr=False)
+    # ids of the outputs of cut gathers (unconstrained mode): reader gathers at segment boundaries
+    cuts: frozenset[int] = frozenset()
 
     def blocks_of(self, value: Value) -> list[Block]:
         return self.blocks.get(id(value), [])
@@ -114,8 +122,10 @@ class Coupling:
 class _Walker:
     """One pass over the graph that assigns labels and records unions and constraints."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, cuts: bool = False) -> None:
         self.graph = graph
+        self.cut_gathers = cuts
+        self.cuts: set[int] = set()
         self.next = 0
         self.blocks: dict[int, list[Block]] = {}
         self.unions: list[tuple[np.ndarray, np.ndarray]] = []
@@ -560,6 +570,12 @@ def _gather(w: _Walker, node: Node) -> None:
         return
     shift = idx.type.rank - 1
     blocks = []
+    if w.cut_gathers and idx.is_const and idx.type.rank == 1 and _in_block(w, data, axis) is not None:
+        # a cut: the gather's output is a new channel space (a reader's own channels)
+        w.cuts.add(id(out))
+        rest = [b for b in w.get(data) if axis not in b.axes]
+        w.set(out, [*rest, Block((axis,), w.fresh((int(out.type.shape[axis]),)))])
+        return
     for b in w.get(data):
         if axis in b.axes:
             if not (idx.is_const and idx.type.rank <= 1):
@@ -856,8 +872,8 @@ def _resolve_deferred(w: _Walker) -> None:
             break
 
 
-def analyze(graph: Graph) -> Coupling:
-    w = _Walker(graph)
+def analyze(graph: Graph, cuts: bool = False) -> Coupling:
+    w = _Walker(graph, cuts)
     w.run()
     _resolve_deferred(w)
     # one constant read in several places (tied embeddings, a shared conv) has the same channels
@@ -939,7 +955,7 @@ def analyze(graph: Graph) -> Coupling:
         )
         for g in range(len(sizes))
     )
-    return Coupling(groups, label_group, label_unit, w.blocks)
+    return Coupling(groups, label_group, label_unit, w.blocks, frozenset(w.cuts))
 
 
 def _add_bins(
