@@ -149,25 +149,8 @@ def prune(
     possible read a contiguous range (a slice) instead of a gather; `contiguity` (e.g. 0.02) snaps a
     reader to a contiguous range when that loses at most that fraction of its kept importance.
     """
-    pruned, _ = _prune(
-        graph,
-        channels,
-        criterion=criterion,
-        scope=scope,
-        round_to=round_to,
-        min_keep=min_keep,
-        target_macs=target_macs,
-        target_params=target_params,
-        keep=keep,
-        calib=calib,
-        seed=seed,
-        verify=verify,
-        constrained=constrained,
-        reorder=reorder,
-        contiguity=contiguity,
-        report=False,
-    )
-    return pruned
+    options = {k: v for k, v in locals().items() if k != "graph"}  # every keyword above, as given
+    return _prune(graph, report=False, **options)[0]
 
 
 def prune_with_report(
@@ -190,24 +173,8 @@ def prune_with_report(
 ) -> tuple[Graph, PruneReport]:
     """`prune` (same options), and the report of what it did: widths, parameters and MACs per layer,
     units kept per coupling group, blocked groups and the selection's notes."""
-    pruned, report = _prune(
-        graph,
-        channels,
-        criterion=criterion,
-        scope=scope,
-        round_to=round_to,
-        min_keep=min_keep,
-        target_macs=target_macs,
-        target_params=target_params,
-        keep=keep,
-        calib=calib,
-        seed=seed,
-        verify=verify,
-        constrained=constrained,
-        reorder=reorder,
-        contiguity=contiguity,
-        report=True,
-    )
+    options = {k: v for k, v in locals().items() if k != "graph"}  # every keyword above, as given
+    pruned, report = _prune(graph, report=True, **options)
     assert report is not None
     return pruned, report
 
