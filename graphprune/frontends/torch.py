@@ -187,7 +187,7 @@ def _trace(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: b
                     "control flow from forward() or try method='fx'"
                 ) from e
         else:
-            return _ExportImporter(module, inputs, ep, name, dynamic).run()
+            return _import_program(module, inputs, ep, name, dynamic)
     if dynamic:
         reason = f"torch.export failed ({_first_line(export_error)}); " if export_error else ""
         raise ModelLoadError(
@@ -257,8 +257,43 @@ def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: 
         dynamic_shapes = _batch_shapes(module, inputs, batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ep = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes, strict=False)
-        return ep.run_decompositions(_decomposition_table())
+        return torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes, strict=False)
+
+
+def _import_program(
+    module: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    ep: torch.export.ExportedProgram,
+    name: str,
+    dynamic: bool,
+) -> Graph:
+    """The exported program as it is when every call has a translator and none mutates, and the
+    result needs no opaque op; else its decomposition. Decomposing re-traces the whole program (as
+    long again as the export) and mostly renames ops the importer translates either way."""
+    if _translatable(ep):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an opaque op here only means: decompose
+                graph = _ExportImporter(module, inputs, ep, name, dynamic).run()
+            if not graph.find(Op.OPAQUE):
+                return graph
+        except Exception:  # noqa: BLE001, S110 - any failure of the shortcut takes the decomposed path
+            pass
+    return _ExportImporter(module, inputs, ep.run_decompositions(_decomposition_table()), name, dynamic).run()
+
+
+def _translatable(ep: torch.export.ExportedProgram) -> bool:
+    """Whether every call of the exported program is an ATen op with a translator and none mutates
+    its inputs."""
+    for n in ep.graph.nodes:
+        if n.op != "call_function" or n.target is operator.getitem:
+            continue
+        t = n.target
+        if not isinstance(t, OpOverload) or t._schema.is_mutable:
+            return False
+        if str(t).rsplit(".", 1)[0] not in _SKIPPED and t not in _TABLE and t.overloadpacket not in _TABLE:
+            return False
+    return True
 
 
 def _batch_shapes(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], batch: Any) -> Any:
