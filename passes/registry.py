@@ -6,10 +6,12 @@ from .transform.dce import DeadCodeElimination
 from .transform.fold_bn import FoldBatchNorm
 from .transform.permute_channels import PermuteChannels
 from .transform.prune_channels import PruneChannels
+from .transform.sparsify import Sparsify
 
 REGISTRY: dict[str, type] = {
     DeadCodeElimination.name: DeadCodeElimination,
     FoldBatchNorm.name: FoldBatchNorm,
     PruneChannels.name: PruneChannels,
+    Sparsify.name: Sparsify,
     PermuteChannels.name: PermuteChannels,
 }

@@ -102,12 +102,17 @@ def apply_permutation(graph: Graph, coupling: Coupling, perms: dict[int, np.ndar
             src = _member_source(m, perm, group.size)
             if src is None:
                 continue
-            data = np.asarray(m.value.data)
-            moved = np.moveaxis(data, m.axes, range(len(m.axes)))
-            block = moved.shape[: len(m.axes)]
-            flat = moved.reshape(-1, *moved.shape[len(m.axes) :])[src]
-            new = np.moveaxis(flat.reshape(*block, *moved.shape[len(m.axes) :]), range(len(m.axes)), m.axes)
-            graph.replace_const_data(m.value, np.ascontiguousarray(new))
+            def moved(arr: np.ndarray, m: Member = m, src: np.ndarray = src) -> np.ndarray:
+                front = np.moveaxis(arr, m.axes, range(len(m.axes)))
+                block = front.shape[: len(m.axes)]
+                flat = front.reshape(-1, *front.shape[len(m.axes) :])[src]
+                back = np.moveaxis(flat.reshape(*block, *front.shape[len(m.axes) :]), range(len(m.axes)), m.axes)
+                return np.ascontiguousarray(back)
+
+            # a sparsity mask moves with its weight (its pattern stays only if its groups still line up)
+            rec = m.value.sparsity
+            record = rec.reindexed(moved(rec.mask)) if rec is not None and rec.mask is not None else None
+            graph.replace_const_data(m.value, moved(np.asarray(m.value.data)), sparsity=record)
 
 
 def sorted_within_bins(group: CouplingGroup, scores: np.ndarray) -> np.ndarray:

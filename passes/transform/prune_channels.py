@@ -105,12 +105,18 @@ def _slice_const(graph: Graph, value: Value, masks: list[tuple[tuple[int, ...], 
         full &= np.transpose(m, order).reshape(shape)
     if full.all():
         return
-    moved = np.moveaxis(data, axes, range(len(axes)))
-    rest = moved.shape[len(axes) :]
-    packed = moved.reshape(-1, *rest)[full.reshape(-1)]
     new = kept_shape(full, f"constant %{value.name}")
-    packed = packed.reshape(*new, *rest)
-    graph.replace_const_data(value, np.moveaxis(packed, range(len(axes)), axes))
+
+    def sliced(arr: np.ndarray) -> np.ndarray:
+        moved = np.moveaxis(arr, axes, range(len(axes)))
+        rest = moved.shape[len(axes) :]
+        packed = moved.reshape(-1, *rest)[full.reshape(-1)].reshape(*new, *rest)
+        return np.moveaxis(packed, range(len(axes)), axes)
+
+    # a sparse weight's mask loses the same elements (and its pattern, if the groups no longer line up)
+    rec = value.sparsity
+    record = rec.reindexed(sliced(rec.mask)) if rec is not None and rec.mask is not None else None
+    graph.replace_const_data(value, sliced(data), sparsity=record)
 
 
 def apply_prune(graph: Graph, coupling: Coupling, keep: dict[int, np.ndarray]) -> None:
