@@ -6,6 +6,7 @@ from .transform.dce import DeadCodeElimination
 from .transform.fold_bn import FoldBatchNorm
 from .transform.permute_channels import PermuteChannels
 from .transform.prune_channels import PruneChannels
+from .transform.sparse_permute import PermuteForSparsity
 from .transform.sparsify import Sparsify
 
 REGISTRY: dict[str, type] = {
@@ -14,4 +15,5 @@ REGISTRY: dict[str, type] = {
     PruneChannels.name: PruneChannels,
     Sparsify.name: Sparsify,
     PermuteChannels.name: PermuteChannels,
+    PermuteForSparsity.name: PermuteForSparsity,
 }
