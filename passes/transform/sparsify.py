@@ -304,20 +304,25 @@ class Sparsify:
             except re.error as e:
                 raise ValueError(f"layers {self.layers!r} is not a regular expression ({e})") from None
 
-    def run(self, graph: Graph, analyses: AnalysisManager) -> PassResult:
+    def masks(self, graph: Graph) -> tuple[list[Layer], list[tuple[str, str]], list[np.ndarray]]:
+        """The layers that take the pattern, the skipped ones with the reason, and the keep masks."""
         p = parse_pattern(self.pattern)
         layers, skipped = find_layers(graph, p, layers=self.layers, first=self.first, last=self.last)
+        density = p.density if p.kind == "nm" else 1.0 - self.sparsity
+        assert density is not None
+        scores = [_scores(lay.weight) for lay in layers]
+        if self.scope == "global" and layers:
+            return layers, skipped, _global_masks(scores, layers, p, density)
+        return layers, skipped, [select_mask(s, p, lay.axis, lay.out_axis, density)
+                                 for s, lay in zip(scores, layers, strict=True)]
+
+    def run(self, graph: Graph, analyses: AnalysisManager) -> PassResult:
+        p = parse_pattern(self.pattern)
+        layers, skipped, masks = self.masks(graph)
         stats: dict[str, Any] = {"pattern": str(p), "skipped": skipped, "layers": []}
         if not layers:
             return PassResult(False, ALL, stats, budget=self.budget)
         dense = graph.copy() if self.measure else None
-        density = p.density if p.kind == "nm" else 1.0 - self.sparsity
-        assert density is not None
-        scores = [_scores(lay.weight) for lay in layers]
-        if self.scope == "global":
-            masks = _global_masks(scores, layers, p, density)
-        else:
-            masks = [select_mask(s, p, lay.axis, lay.out_axis, density) for s, lay in zip(scores, layers, strict=True)]
         rows = []
         for lay, mask in zip(layers, masks, strict=True):
             w = np.asarray(lay.weight.data)
