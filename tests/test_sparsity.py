@@ -219,7 +219,17 @@ def test_every_weight_follows_its_pattern(name, pattern):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_sparse_zoo_runs_in_onnxruntime(name, tmp_path):
-    g, x = traced(name)
+    import warnings
+
+    from helpers import as_numpy
+    from zoo import ZOO
+
+    entry = ZOO[name]
+    inputs = entry.example_inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = gp.trace(entry.build(), inputs)  # float32: what onnxruntime runs
+    x = as_numpy(inputs)
     out = gp.sparsify(g, "2:4", permute=True, first=True, last=True)
     ours = out.run(*x)
     path = tmp_path / "s.onnx"
@@ -228,7 +238,7 @@ def test_sparse_zoo_runs_in_onnxruntime(name, tmp_path):
     feeds = {i.name: a for i, a in zip(sess.get_inputs(), x, strict=True)}
     got = sess.run(None, feeds)
     for a, b in zip(got, ours, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * max(1.0, float(np.abs(b).max())))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(b).max())))
 
 
 def test_skipped_layers_are_listed_and_first_last_options():
