@@ -254,10 +254,14 @@ def sparsify_with_report(
     the permutation), weight and output error; the output error against the budget; skipped layers."""
     from dataclasses import replace
 
+    from graphprune.ir.sparsity import parse_pattern
     from graphprune.passes.analysis.sparsity_report import SparsityReport
     from graphprune.passes.transform.sparse_permute import PermuteForSparsity
     from graphprune.passes.transform.sparsify import Sparsify
 
+    if sparsity is not None and parse_pattern(pattern).kind == "nm":
+        raise ValueError(f"pattern {pattern!r} fixes the sparsity (1 - N/M); give sparsity only with block or "
+                         "unstructured patterns")
     target = 0.5 if sparsity is None else float(sparsity)
     sp = Sparsify(pattern=pattern, sparsity=target, scope=scope, layers=layers or "", first=first, last=last,
                   budget=budget, seed=seed)

@@ -217,6 +217,9 @@ def _prune(args: argparse.Namespace) -> int:
             pattern = parse_pattern(args.sparsity)
         except ValueError as e:
             raise GraphpruneError(f"--sparsity: {e}") from None
+        if pattern.kind == "nm" and args.sparsity_target is not None:
+            raise GraphpruneError(f"--sparsity-target applies to block and unstructured patterns; N:M ({pattern}) "
+                                  "removes 1 - N/M")
         if pattern.kind == "nm" and args.sparsity_scope == "global":
             raise GraphpruneError("--sparsity-scope global ranks blocks or elements across layers; "
                                   f"N:M ({pattern}) fixes every group: leave it local")

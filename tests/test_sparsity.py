@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from textwrap import dedent
 
 import numpy as np
 import onnx
@@ -405,8 +406,32 @@ def test_cli_sparsity_errors(resnet_gpir, tmp_path):
         (["--sparsity", "2:4", "--layers", "nothing.*"], "--layers"),
         (["--permute"], "--permute applies to --sparsity"),
         (["--sparsity", "2:4", "--sparsity-scope", "global"], "leave it local"),
+        (["--sparsity", "2:4", "--sparsity-target", "0.7"], "removes 1 - N/M"),
     ]:
         proc = cli("prune", str(resnet_gpir), "-o", str(out), *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr
         assert not out.exists()
+
+
+def test_sparsify_text():
+    """Before / expected: 2:4 along the linear's input features; 1:4 of the conv keeps one of every four
+    input channels at each output (the classifier and the first layer are included on request)."""
+    before = """\
+    graph @"g"(%x: f32[1,8]c1) {
+      %w = const f32[2,8] dense<[1.0, -4.0, 3.0, 2.0, 0.5, 0.25, -8.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, -2.0, 3.0, -3.0]>
+      %y = linear(%x, %w) : f32[1,2]c1
+      return %y
+    }
+    """
+    graph = gp.parse(dedent(before))
+    Pipeline.parse("sparsify{pattern=2:4,first=true,last=true}").run(graph, verify=True)
+    expected = """\
+    graph @"g"(%x: f32[1,8]c1) {
+      %w = const f32[2,8] dense<[0.0, -4.0, 3.0, 0.0, 0.0, 0.0, -8.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 3.0, -3.0]> sparsity<"2:4", axis=1, out=0, mask="bits:63c3">  # out,in
+      %y = linear(%x, %w) : f32[1,2]c1
+      return %y
+    }
+    """
+    assert str(graph) == dedent(expected)
+    assert str(gp.parse(str(graph))) == dedent(expected)

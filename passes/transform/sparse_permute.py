@@ -16,6 +16,9 @@ default: sort and deal, then a few rounds of stripe-pair refinement; clustering 
 (every stripe pair with escapes, or block swaps, within `time_budget` seconds, with a progress bar),
 or `plain` (no permutation). A search never returns an order that keeps less than the identity.
 
+For blocks the objective counts, per layer, the largest blocks at the target density (what local
+scope keeps); with global scope the final masks may differ, and the report gives both kept shares.
+
 Groups are searched one after the other, each on the weights as the previous ones left them, so
 the total kept magnitude never falls. A group is left alone, with the reason in the stats, when its
 channel order is fixed (model input/output, opaque op), when its channels are not laid out one per
