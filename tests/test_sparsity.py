@@ -184,14 +184,22 @@ def test_permutation_moves_masks():
     assert len(sparse_weights(g)) == len(sparse_weights(_sparse_resnet()))
 
 
-def test_onnx_export_holds_the_zeros(tmp_path):
-    g = _sparse_resnet("block:4x1")
+@pytest.mark.parametrize("pattern", ["2:4", "block:4x1", "unstructured"])
+def test_onnx_export_holds_the_zeros_and_reads_back_the_masks(tmp_path, pattern):
+    g = _sparse_resnet(pattern)
     path = tmp_path / "s.onnx"
     gp.save(g, path)
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
     for c in sparse_weights(g):
         arr = inits[c.name]
         assert np.array_equal(arr == 0, ~c.sparsity.mask | (np.asarray(c.data) == 0))
+    back = gp.load(path)
+    back.verify()
+    recs = {c.name: c.sparsity for c in sparse_weights(back)}
+    assert set(recs) == {c.name for c in sparse_weights(g)}
+    for c in sparse_weights(g):
+        assert recs[c.name].pattern == c.sparsity.pattern
+        assert np.array_equal(recs[c.name].mask, c.sparsity.mask)  # kept weights are nonzero here
 
 
 # ------------------------------------------------------------------------------------------------
