@@ -443,3 +443,25 @@ def test_sparsify_text():
     """
     assert str(graph) == dedent(expected)
     assert str(gp.parse(str(graph))) == dedent(expected)
+
+
+def test_permutation_through_a_grouped_conv():
+    """A grouped conv reads its producer's channels one conv group per output row: the search permutes
+    within each conv group (the bins) and the stacked objective stays exact."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1, groups=2),
+                      nn.ReLU(), nn.Conv2d(32, 16, 1), nn.ReLU(), nn.Conv2d(16, 8, 1)).double()
+    with torch.no_grad():
+        m[0].weight.mul_(torch.exp(torch.randn(32, 1, 1, 1) * 1.5))  # input channels of the grouped conv differ
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    g = gp.trace(m, (x,))
+    permuted = g.copy()
+    res = Pipeline.parse("permute-sparse{pattern=2:4}").run(permuted, verify=True)
+    assert_same(permuted.run(x.numpy()), g.run(x.numpy()))
+    grouped = [r for r in res[0].stats["groups"] if "2.weight" in r.weights]
+    assert grouped and grouped[0].kept > grouped[0].kept_identity
+    assert not res[0].stats["skipped"]
+    assert _absolute_kept(permuted, "2:4") > _absolute_kept(g, "2:4")

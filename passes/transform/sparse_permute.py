@@ -39,7 +39,7 @@ from graphprune.ir.graph import Graph
 from graphprune.ir.sparsity import Pattern, parse_pattern, to_matrix
 from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 
-from ..analysis.coupling import CouplingAnalysis, CouplingGroup
+from ..analysis.coupling import CouplingAnalysis, CouplingGroup, Member
 from ..analysis.permutation_search import BlockObjective, SearchResult, block_search, nm_search, progress_bar
 from .permute_channels import apply_permutation, permutable
 from .sparsify import Layer, _scores, find_layers, kept_fraction, select_mask
@@ -78,6 +78,12 @@ def _contributions(group: CouplingGroup, by_weight: dict[int, Layer], p: Pattern
         lay = by_weight.get(id(m.value))
         if lay is None:
             continue
+        if p.kind == "nm" and sorted(m.axes) == sorted((lay.out_axis, lay.axis)):
+            z, reason = _grouped_reader(m, lay, group.size, p.m)
+            if reason is not None:
+                return [], reason
+            out.append(_Contribution(m.value.name, z, p.m, 0, np.zeros(0)))
+            continue
         a = m.axes[0] if len(m.axes) == 1 else None
         if a == lay.axis:
             width = p.m if p.kind == "nm" else p.cols
@@ -108,6 +114,27 @@ def _contributions(group: CouplingGroup, by_weight: dict[int, Layer], p: Pattern
         total_blocks = (o // p.rows) * (i // p.cols) * math.prod(mat.shape[:-2])
         out.append(_Contribution(m.value.name, full[:, region], width, max(1, round(density * total_blocks)), fixed))
     return out, None
+
+
+def _grouped_reader(m: Member, lay: Layer, size: int, width: int) -> tuple[np.ndarray, str | None]:
+    """A grouped conv reading the group: every output row reads one conv group's input channels, a
+    run of units. |w| goes to the columns of those units, zeros elsewhere (a row has no N:M groups
+    outside its own channels, and zeros keep nothing), so the stacked N:M objective stays exact."""
+    units = np.moveaxis(m.units, m.axes.index(lay.out_axis), 0)  # [O, I/g]
+    per = units.shape[1]
+    live = units[:, 0] >= 0
+    starts = units[:, 0]
+    runs = starts[:, None] + np.arange(per)
+    if not (np.all((units >= 0) == live[:, None]) and np.array_equal(units[live], runs[live])
+            and np.all(starts[live] % width == 0)):
+        return np.zeros(0), (f"its channels do not reach %{m.value.name} as aligned runs of {width} input "
+                             "channels per output")
+    mat = np.maximum(to_matrix(_scores(m.value), lay.axis, lay.out_axis), 0.0)  # [..., O, I/g]
+    rows = mat.reshape(-1, *mat.shape[-2:])  # [kernel taps, O, I/g]
+    z = np.zeros((rows.shape[0], units.shape[0], size))
+    o_idx = np.flatnonzero(live)
+    z[:, o_idx[:, None], runs[live]] = rows[:, live]
+    return z.reshape(-1, size), None
 
 
 def _slot_classes(group: CouplingGroup) -> list[np.ndarray]:
