@@ -191,9 +191,9 @@ def prune_with_report(
         calib=tuple(np.asarray(a) for a in calib) if calib is not None else None,
     )
     # through optimize, so the structural verifier (and, asked for, the contract check) still runs
-    result = _LastResult()
+    result = _AllResults()
     pruned = optimize(graph, Pipeline([p]), verify=verify, instruments=[result])
-    stats = result.stats
+    stats = result.stats[-1]
     report = build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()))
     return pruned, report
 
@@ -299,12 +299,3 @@ class _AllResults(Instrument):
         self.stats.append(result.stats)
         self.error.append(result.error)
 
-
-class _LastResult(Instrument):
-    """Keeps the stats of the last pass that ran."""
-
-    def __init__(self) -> None:
-        self.stats: dict[str, Any] = {}
-
-    def after_pass(self, p: Any, graph: Graph, result: PassResult) -> None:
-        self.stats = result.stats

@@ -149,8 +149,7 @@ class Sparsity:
                 bad = np.argwhere(counts != p.n)[0]
                 return f"a group of {p.m} keeps {int(counts[tuple(bad)])} elements, not {p.n} (group index {list(bad)})"
             return None
-        o, r = mat.shape[-2], mat.shape[-1]
-        blocks = mat.reshape(*mat.shape[:-2], o // p.rows, p.rows, r // p.cols, p.cols)
+        blocks = block_view(mat, p)
         mixed = blocks.any(axis=(-3, -1)) & ~blocks.all(axis=(-3, -1))
         if mixed.any():
             return f"{int(mixed.sum())} block(s) of {p.rows}x{p.cols} are partly kept"
@@ -189,6 +188,17 @@ class Sparsity:
         return replace(moved, pattern="unstructured")
 
 
+def nm_keep(score: np.ndarray, p: Pattern, axis: int, out_axis: int) -> np.ndarray:
+    """The N:M mask keeping the N highest scores of every group of M along the reduction axis
+    (earlier positions first among equals)."""
+    mat = to_matrix(score, axis, out_axis)
+    groups = mat.reshape(*mat.shape[:-1], -1, p.m)
+    order = np.argsort(-groups, axis=-1, kind="stable")
+    keep = np.zeros(groups.shape, bool)
+    np.put_along_axis(keep, order[..., : p.n], True, axis=-1)
+    return from_matrix(keep.reshape(mat.shape), axis, out_axis)
+
+
 def mask_from_data(p: Pattern, data: np.ndarray, axis: int, out_axis: int) -> np.ndarray:
     """The mask of the pattern that a weight's zeros imply: its nonzeros, completed to the pattern's
     structure (N:M: the N largest of each group, earlier positions first among equals; blocks: every
@@ -196,16 +206,21 @@ def mask_from_data(p: Pattern, data: np.ndarray, axis: int, out_axis: int) -> np
     nonzero = np.asarray(data) != 0
     if p.kind == "unstructured":
         return nonzero
-    mat = to_matrix(np.abs(np.asarray(data, np.float64)), axis, out_axis)
     if p.kind == "nm":
-        groups = mat.reshape(*mat.shape[:-1], -1, p.m)
-        order = np.argsort(-groups, axis=-1, kind="stable")
-        keep = np.zeros(groups.shape, bool)
-        np.put_along_axis(keep, order[..., : p.n], True, axis=-1)
-        return from_matrix(keep.reshape(mat.shape), axis, out_axis)
+        return nm_keep(np.abs(np.asarray(data, np.float64)), p, axis, out_axis)
+    blocks = block_view(to_matrix(nonzero, axis, out_axis), p).any(axis=(-3, -1))
+    return expand_blocks(blocks, p, axis, out_axis)
+
+
+def block_view(mat: np.ndarray, p: Pattern) -> np.ndarray:
+    """[..., out, reduction] as [..., out blocks, rows, reduction blocks, cols]."""
     o, r = mat.shape[-2], mat.shape[-1]
-    blocks = (mat > 0).reshape(*mat.shape[:-2], o // p.rows, p.rows, r // p.cols, p.cols).any(axis=(-3, -1))
-    full = np.repeat(np.repeat(blocks, p.rows, axis=-2), p.cols, axis=-1)
+    return mat.reshape(*mat.shape[:-2], o // p.rows, p.rows, r // p.cols, p.cols)
+
+
+def expand_blocks(keep: np.ndarray, p: Pattern, axis: int, out_axis: int) -> np.ndarray:
+    """A per-block mask [..., out blocks, reduction blocks] as an element mask in the weight's layout."""
+    full = np.repeat(np.repeat(keep, p.rows, axis=-2), p.cols, axis=-1)
     return from_matrix(full, axis, out_axis)
 
 

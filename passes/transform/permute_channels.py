@@ -35,7 +35,14 @@ from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 
 from ..analysis.coupling import Coupling, CouplingAnalysis, CouplingGroup, Member
 
-__all__ = ["PermuteChannels", "apply_permutation", "check_permutation", "permutable", "sorted_within_bins"]
+__all__ = [
+    "PermuteChannels",
+    "apply_permutation",
+    "bin_classes",
+    "check_permutation",
+    "permutable",
+    "sorted_within_bins",
+]
 
 
 def permutable(group: CouplingGroup) -> bool:
@@ -115,14 +122,18 @@ def apply_permutation(graph: Graph, coupling: Coupling, perms: dict[int, np.ndar
             graph.replace_const_data(m.value, moved(np.asarray(m.value.data)), sparsity=record)
 
 
+def bin_classes(group: CouplingGroup) -> list[np.ndarray]:
+    """The slots whose units may trade places: units sharing every bin id form one class."""
+    key = np.zeros(group.size, dtype=np.int64)
+    for unit_bin in group.bins:
+        key = key * (int(unit_bin.max()) + 2) + (unit_bin + 1)
+    return [np.flatnonzero(key == k) for k in np.unique(key)]
+
+
 def sorted_within_bins(group: CouplingGroup, scores: np.ndarray) -> np.ndarray:
     """The permutation that orders each bin's units by descending score, in the bin's own slots."""
-    key = np.zeros(group.size, dtype=np.int64)
-    for unit_bin in group.bins:  # units sharing every bin id form one class
-        key = key * (int(unit_bin.max()) + 2) + (unit_bin + 1)
     perm = np.arange(group.size)
-    for k in np.unique(key):
-        slots = np.flatnonzero(key == k)
+    for slots in bin_classes(group):
         perm[slots] = slots[np.argsort(-np.asarray(scores)[slots], kind="stable")]
     return perm
 

@@ -41,8 +41,8 @@ from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 
 from ..analysis.coupling import CouplingAnalysis, CouplingGroup, Member
 from ..analysis.permutation_search import BlockObjective, SearchResult, block_search, nm_search, progress_bar
-from .permute_channels import apply_permutation, permutable
-from .sparsify import Layer, _scores, find_layers, kept_fraction, select_mask
+from .permute_channels import apply_permutation, bin_classes, permutable
+from .sparsify import Layer, find_layers, kept_fraction, select_mask, weight_scores
 
 __all__ = ["GroupRow", "PermuteForSparsity"]
 
@@ -100,7 +100,7 @@ def _contributions(group: CouplingGroup, by_weight: dict[int, Layer], p: Pattern
             return [], (f"its channels are not one per position in runs of {width} aligned to the pattern in "
                         f"%{m.value.name}")
         region = slice(int(pos[0]), int(pos[0]) + group.size)
-        mat = np.maximum(to_matrix(_scores(m.value), lay.axis, lay.out_axis), 0.0)  # [..., O, I]
+        mat = np.maximum(to_matrix(weight_scores(m.value), lay.axis, lay.out_axis), 0.0)  # [..., O, I]
         if p.kind == "nm":
             out.append(_Contribution(m.value.name, mat.reshape(-1, mat.shape[-1])[:, region], width, 0, np.zeros(0)))
             continue
@@ -129,20 +129,12 @@ def _grouped_reader(m: Member, lay: Layer, size: int, width: int) -> tuple[np.nd
             and np.all(starts[live] % width == 0)):
         return np.zeros(0), (f"its channels do not reach %{m.value.name} as aligned runs of {width} input "
                              "channels per output")
-    mat = np.maximum(to_matrix(_scores(m.value), lay.axis, lay.out_axis), 0.0)  # [..., O, I/g]
+    mat = np.maximum(to_matrix(weight_scores(m.value), lay.axis, lay.out_axis), 0.0)  # [..., O, I/g]
     rows = mat.reshape(-1, *mat.shape[-2:])  # [kernel taps, O, I/g]
     z = np.zeros((rows.shape[0], units.shape[0], size))
     o_idx = np.flatnonzero(live)
     z[:, o_idx[:, None], runs[live]] = rows[:, live]
     return z.reshape(-1, size), None
-
-
-def _slot_classes(group: CouplingGroup) -> list[np.ndarray]:
-    """Slots whose units may trade places: all of them, or those sharing every bin."""
-    key = np.zeros(group.size, dtype=np.int64)
-    for unit_bin in group.bins:
-        key = key * (int(unit_bin.max()) + 2) + (unit_bin + 1)
-    return [np.flatnonzero(key == k) for k in np.unique(key)]
 
 
 def _search_class(contribs: list[_Contribution], slots: np.ndarray, p: Pattern, method: str, budget: float,
@@ -193,7 +185,7 @@ class PermuteForSparsity:
 
         def kept_now() -> dict[str, float]:
             return {lay.weight.name: kept_fraction(lay.weight.data, select_mask(
-                _scores(lay.weight), p, lay.axis, lay.out_axis, density)) for lay in layers}
+                weight_scores(lay.weight), p, lay.axis, lay.out_axis, density)) for lay in layers}
 
         stats["kept_unpermuted"] = kept_now()
         coupling = analyses.get(CouplingAnalysis)
@@ -218,7 +210,7 @@ class PermuteForSparsity:
             perm = np.arange(group.size)
             base = kept = 0.0
             method = "identity"
-            for slots in _slot_classes(group):
+            for slots in bin_classes(group):
                 width = math.lcm(*(c.width for c in contribs))
                 if len(slots) % width or slots[-1] - slots[0] + 1 != len(slots) or slots[0] % width:
                     stats["skipped"].append((group.id, group.name, "a bin of its channels is not an aligned run"))

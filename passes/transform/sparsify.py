@@ -41,13 +41,22 @@ from graphprune.inputs import sample_inputs
 from graphprune.ir.graph import Graph, Node, Value
 from graphprune.ir.ops import Op
 from graphprune.ir.roles import axis_roles, groups_of
-from graphprune.ir.sparsity import Pattern, Sparsity, fit_problem, from_matrix, parse_pattern, to_matrix
+from graphprune.ir.sparsity import (
+    Pattern,
+    Sparsity,
+    block_view,
+    expand_blocks,
+    fit_problem,
+    nm_keep,
+    parse_pattern,
+    to_matrix,
+)
 from graphprune.ir.types import AxisRole
 from graphprune.pm import ALL, AnalysisManager, Contract, Metrics, PassResult
 
 from ..analysis.importance import lamp_normalize
 
-__all__ = ["Layer", "LayerRow", "Sparsify", "find_layers", "kept_fraction", "select_mask"]
+__all__ = ["Layer", "LayerRow", "Sparsify", "find_layers", "kept_fraction", "select_mask", "weight_scores"]
 
 _LAYER_OPS = (Op.CONV, Op.CONV_TRANSPOSE, Op.LINEAR, Op.MATMUL)
 
@@ -146,7 +155,7 @@ def find_layers(
 # ------------------------------------------------------------------------------------------------
 
 
-def _scores(w: Value) -> np.ndarray:
+def weight_scores(w: Value) -> np.ndarray:
     """|w|, with the elements an existing mask prunes below every kept one (so sparsity composes)."""
     a = np.abs(np.asarray(w.data, np.float64))
     rec = w.sparsity
@@ -155,19 +164,9 @@ def _scores(w: Value) -> np.ndarray:
     return a
 
 
-def _block_view(mat: np.ndarray, p: Pattern) -> np.ndarray:
-    o, r = mat.shape[-2], mat.shape[-1]
-    return mat.reshape(*mat.shape[:-2], o // p.rows, p.rows, r // p.cols, p.cols)
-
-
 def block_scores(score: np.ndarray, p: Pattern, axis: int, out_axis: int) -> np.ndarray:
     """L1 norm of every block ([other axes..., out blocks, reduction blocks])."""
-    return _block_view(to_matrix(np.maximum(score, 0.0), axis, out_axis), p).sum(axis=(-3, -1))
-
-
-def _expand_blocks(keep: np.ndarray, p: Pattern, axis: int, out_axis: int) -> np.ndarray:
-    full = np.repeat(np.repeat(keep, p.rows, axis=-2), p.cols, axis=-1)
-    return from_matrix(full, axis, out_axis)
+    return block_view(to_matrix(np.maximum(score, 0.0), axis, out_axis), p).sum(axis=(-3, -1))
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
@@ -182,15 +181,10 @@ def select_mask(score: np.ndarray, p: Pattern, axis: int, out_axis: int, density
     """The keep mask of pattern `p` on a weight with element scores `score` (local scope): N:M keeps
     the N best of each group; blocks and unstructured keep the best `density` of blocks / elements."""
     if p.kind == "nm":
-        mat = to_matrix(score, axis, out_axis)
-        groups = mat.reshape(*mat.shape[:-1], -1, p.m)
-        order = np.argsort(-groups, axis=-1, kind="stable")
-        keep = np.zeros(groups.shape, bool)
-        np.put_along_axis(keep, order[..., : p.n], True, axis=-1)
-        return from_matrix(keep.reshape(mat.shape), axis, out_axis)
+        return nm_keep(score, p, axis, out_axis)
     if p.kind == "block":
         bs = block_scores(score, p, axis, out_axis)
-        return _expand_blocks(_top(bs, max(1, round(density * bs.size))), p, axis, out_axis)
+        return expand_blocks(_top(bs, max(1, round(density * bs.size))), p, axis, out_axis)
     return _top(score, max(1, round(density * score.size)))
 
 
@@ -209,7 +203,7 @@ def _global_masks(scores: list[np.ndarray], layers: list[Layer], p: Pattern, den
         start += u.size
         if not keep.any():  # every layer keeps its best unit: a layer is never cut off
             keep = _top(u, 1)
-        out.append(_expand_blocks(keep, p, lay.axis, lay.out_axis) if p.kind == "block" else keep)
+        out.append(expand_blocks(keep, p, lay.axis, lay.out_axis) if p.kind == "block" else keep)
     return out
 
 
@@ -310,7 +304,7 @@ class Sparsify:
         layers, skipped = find_layers(graph, p, layers=self.layers, first=self.first, last=self.last)
         density = p.density if p.kind == "nm" else 1.0 - self.sparsity
         assert density is not None
-        scores = [_scores(lay.weight) for lay in layers]
+        scores = [weight_scores(lay.weight) for lay in layers]
         if self.scope == "global" and layers:
             return layers, skipped, _global_masks(scores, layers, p, density)
         return layers, skipped, [select_mask(s, p, lay.axis, lay.out_axis, density)
