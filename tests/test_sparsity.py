@@ -530,3 +530,22 @@ def test_random_graphs_permute_exactly_and_sparsify_to_pattern(graph, pattern):
     out = gp.optimize(permuted, Pipeline([sp]), verify=graph.name == "aligned")
     for c in sparse_weights(out):
         assert_follows(np.asarray(c.data), c.sparsity, pattern)
+
+
+def test_strong_search_reports_progress():
+    import io
+
+    from graphprune.progress import Progress
+
+    calls = []
+    z = np.abs(scaled_columns(3, size=64))
+    nm_search(z, 2, 4, method="strong", time_budget=0.3, progress=lambda t, note: calls.append((t, note)))
+    assert calls and calls[-1][0] >= calls[0][0] and "kept" in calls[-1][1]
+    out = io.StringIO()
+    bar = Progress("search", 10.0, force=True, stream=out)
+    bar.update(1.0)
+    assert out.getvalue() == ""  # quiet during the first second
+    bar.start -= 2.0
+    bar.update(5.0, "kept 1")
+    bar.close()
+    assert "search [" in out.getvalue() and "50.0%" in out.getvalue() and out.getvalue().endswith("\n")
