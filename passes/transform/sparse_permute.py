@@ -13,8 +13,9 @@ group's axis: N:M readers' input axes; for blocks, the input axis when blocks ar
 input and the output axis when they are taller than one output. Their |w| (summed over the block's
 other extent) are stacked and handed to the search (`analysis/permutation_search.py`): `fast` (the
 default: sort and deal, then a few rounds of stripe-pair refinement; clustering for blocks), `strong`
-(every stripe pair with escapes, or block swaps, within `time_budget` seconds, with a progress bar),
-or `plain` (no permutation). A search never returns an order that keeps less than the identity.
+(every stripe pair with escapes, or block swaps, within `time_budget` seconds), or `plain` (no
+permutation). A search never returns an order that keeps less than the identity. A progress bar on
+stderr follows the groups when the pass runs longer than a second (on a terminal, `progress=true`).
 
 For blocks the objective counts, per layer, the largest blocks at the target density (what local
 scope keeps); with global scope the final masks may differ, and the report gives both kept shares.
@@ -38,11 +39,12 @@ import numpy as np
 from graphprune.ir.graph import Graph
 from graphprune.ir.sparsity import Pattern, parse_pattern, to_matrix
 from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
+from graphprune.progress import Progress
 
 from ..analysis.coupling import CouplingAnalysis, CouplingGroup, Member
-from ..analysis.permutation_search import BlockObjective, SearchResult, block_search, nm_search, progress_bar
+from ..analysis.permutation_search import BlockObjective, SearchResult, block_search, nm_search
 from .permute_channels import apply_permutation, bin_classes, permutable
-from .sparsify import Layer, find_layers, kept_fraction, select_mask, weight_scores
+from .sparsify import Layer, find_layers, weight_scores
 
 __all__ = ["GroupRow", "PermuteForSparsity"]
 
@@ -175,19 +177,13 @@ class PermuteForSparsity:
 
     def run(self, graph: Graph, analyses: AnalysisManager) -> PassResult:
         p = parse_pattern(self.pattern)
-        stats: dict[str, Any] = {"groups": [], "skipped": [], "kept_unpermuted": {}, "kept_permuted": {}}
+        stats: dict[str, Any] = {"groups": [], "skipped": []}
         if p.kind == "unstructured" or self.search == "plain":
             return PassResult(False, ALL, stats)
         layers, _ = find_layers(graph, p, layers=self.layers, first=self.first, last=self.last)
         density = p.density if p.kind == "nm" else 1.0 - self.sparsity
         assert density is not None
         by_weight = {id(lay.weight): lay for lay in layers}
-
-        def kept_now() -> dict[str, float]:
-            return {lay.weight.name: kept_fraction(lay.weight.data, select_mask(
-                weight_scores(lay.weight), p, lay.axis, lay.out_axis, density)) for lay in layers}
-
-        stats["kept_unpermuted"] = kept_now()
         coupling = analyses.get(CouplingAnalysis)
         plans = []
         for group in coupling.groups:
@@ -201,33 +197,38 @@ class PermuteForSparsity:
                 continue
             plans.append((group, sum(c.z.size for c in contribs)))
         work = sum(w for _, w in plans) or 1
-        update, bar = progress_bar(f"permute-sparse {p}", self.time_budget, self.progress and self.search == "strong")
-        spent = 0.0
+        # one bar over the groups (weighted by their size), shown when the search runs over a second
+        bar = Progress(f"permute-sparse {p} ({self.search})", work, enabled=self.progress)
+        done = 0
         changed = 0
-        for group, w in plans:
+        for k, (group, w) in enumerate(plans):
             t0 = time.perf_counter()
             contribs, _ = _contributions(group, by_weight, p, density)  # on the weights as permuted so far
             perm = np.arange(group.size)
             base = kept = 0.0
             method = "identity"
-            for slots in bin_classes(group):
+            classes = bin_classes(group)
+            budget = self.time_budget * w / work / len(classes)
+            for slots in classes:
                 width = math.lcm(*(c.width for c in contribs))
                 if len(slots) % width or slots[-1] - slots[0] + 1 != len(slots) or slots[0] % width:
                     stats["skipped"].append((group.id, group.name, "a bin of its channels is not an aligned run"))
                     continue
-                budget = self.time_budget * w / work
-                res = _search_class(contribs, slots, p, self.search, budget, self.seed,
-                                    lambda t, note, s=spent: update(s + t, note))
+
+                def report(t: float, note: str, d: int = done, w: int = w, b: float = budget) -> None:
+                    bar.update(d + w * min(t / b, 1.0), note)
+
+                res = _search_class(contribs, slots, p, self.search, budget, self.seed, report)
                 perm[slots] = slots[res.perm]
                 base, kept = base + res.kept_identity, kept + res.kept
                 method = res.method if res.method != "identity" else method
-            spent += time.perf_counter() - t0
             if not np.array_equal(perm, np.arange(group.size)):
                 apply_permutation(graph, coupling, {group.id: perm})
                 changed += 1
             stats["groups"].append(GroupRow(group.id, group.name, group.size, tuple(c.weight for c in contribs),
                                             base, kept, method, time.perf_counter() - t0))
+            done += w
+            bar.update(done, f"group {k + 1}/{len(plans)}")
         bar.close()
-        stats["kept_permuted"] = kept_now()
         # shapes and groups stay; weight values moved (scores and costs that read them are recomputed)
         return PassResult(changed > 0, frozenset({CouplingAnalysis}) if changed else ALL, stats)
