@@ -15,8 +15,8 @@ weight's reduction axis (the axis the layer sums over) and output axis come from
 together by LAMP score (Lee et al., ICLR 2021: magnitude squared over the sum of the squares that
 survive it, per layer), so layers end with different sparsities (block and unstructured only: N:M
 fixes every group). Layers whose shapes do not fit the pattern are skipped and listed with the
-reason, never padded. By default the first layers (reading a model input through no other layer:
-the image stem, whose 3 input channels fit no pattern) and the last ones (whose outputs reach a model
+reason, never padded. By default the first layers (reading a model input through no other layer
+or embedding lookup: the image stem, whose 3 input channels fit no pattern) and the last ones (whose outputs reach a model
 output through no other layer: the classifier) stay dense, as SR-STE and the ASP recipes leave them;
 `first=true` / `last=true` include them. `layers` is a regex matched whole against a layer's node
 name or weight name.
@@ -87,9 +87,10 @@ def _upstream_free(graph: Graph, layers: list[Layer]) -> tuple[set[int], set[int
     """(first, last): ids of layer nodes no other layer feeds / no other layer follows on the way to
     a model output."""
     layer_ids = {id(lay.node) for lay in layers}
-    fed: set[int] = set()  # values computed after some layer
+    fed: set[int] = set()  # values computed after some layer (an embedding lookup counts as one)
     for n in graph.nodes:
-        if id(n) in layer_ids or any(id(v) in fed for v in n.inputs):
+        embedding = n.op is Op.GATHER and n.inputs[0].is_const and n.inputs[0].type.rank == 2
+        if id(n) in layer_ids or embedding or any(id(v) in fed for v in n.inputs):
             fed.update(id(o) for o in n.outputs)
     first = {id(lay.node) for lay in layers if id(lay.node.inputs[0]) not in fed}
     # backwards: values from which a model output is reached through no layer
