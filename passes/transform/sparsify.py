@@ -16,10 +16,10 @@ together by LAMP score (Lee et al., ICLR 2021: magnitude squared over the sum of
 survive it, per layer), so layers end with different sparsities (block and unstructured only: N:M
 fixes every group). Layers whose shapes do not fit the pattern are skipped and listed with the
 reason, never padded. By default the first layers (reading a model input through no other layer
-or embedding lookup: the image stem, whose 3 input channels fit no pattern) and the last ones (whose outputs reach a model
-output through no other layer: the classifier) stay dense, as SR-STE and the ASP recipes leave them;
-`first=true` / `last=true` include them. `layers` is a regex matched whole against a layer's node
-name or weight name.
+or embedding lookup: the image stem, whose 3 input channels fit no pattern) and the last ones (whose
+outputs reach a model output through no other layer: the classifier) stay dense, as SR-STE and the
+ASP recipes leave them; `first=true` / `last=true` include them. `layers` is a regex matched whole
+against a layer's node name or weight name.
 
 A weight that is already sparse composes: its pruned elements rank below every kept one, so the new
 mask is chosen among what was kept and the old zeros stay. The record is the new pattern's.
