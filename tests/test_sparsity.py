@@ -174,6 +174,15 @@ def test_channel_pruning_slices_masks():
         assert_follows(np.asarray(c.data), c.sparsity, c.sparsity.pattern)
 
 
+def test_fold_bn_keeps_masks():
+    g = _sparse_resnet()
+    folded = gp.optimize(g, "fold-bn,dce", verify=True)
+    assert not folded.find(gp.Op.BATCH_NORM)
+    assert len(sparse_weights(folded)) == len(sparse_weights(g))
+    for c in sparse_weights(folded):
+        assert_follows(np.asarray(c.data), c.sparsity, "2:4")
+
+
 def test_permutation_moves_masks():
     g = _sparse_resnet()
     x = traced("resnet_bottleneck")[1]
