@@ -114,7 +114,7 @@ def zoo_rows(zoo_seconds: float) -> list[str]:
             kept = sum(r.kept for r in groups)
             cells.append(f"{kept:.2f} (+{(kept / base - 1) * 100:.2f}%, {_secs(t)})")
         if base is None:
-            rows.append(f"| {name} | - | - | - | no 2:4 layer with a permutable group |")
+            rows.append(f"| {name} | - | - | - | every group skipped (channel shuffle layouts) |")
         else:
             n_groups = len(groups)
             rows.append(f"| {name} | {base:.2f} | {cells[0]} | {cells[1]} | {n_groups} groups |")
