@@ -131,6 +131,9 @@ def prune(
     calib: Sequence[np.ndarray] | None = None,
     seed: int = 0,
     verify: bool | None = None,
+    constrained: bool = True,
+    reorder: str = "search",
+    contiguity: float = 0.0,
 ) -> Graph:
     """A new graph with channels physically removed.
 
@@ -140,8 +143,14 @@ def prune(
     the same fraction) or global (groups ranked together, LAMP-normalised). `round_to`: kept widths
     rounded up to a multiple (8 by default: SIMD-friendly widths; 1 = none). `keep`: regexes of node or
     value names whose channels stay.
+
+    `constrained=False`: every reader of a shared tensor (a residual stream, a concat read by several
+    layers) keeps its own input channels; producers drop only the channels no reader reads. The
+    channels are then reordered (`reorder`: search, upscale or none) so that as many readers as
+    possible read a contiguous range (a slice) instead of a gather; `contiguity` (e.g. 0.02) snaps a
+    reader to a contiguous range when that loses at most that fraction of its kept importance.
     """
-    pruned, _ = prune_with_report(
+    pruned, _ = _prune(
         graph,
         channels,
         criterion=criterion,
@@ -154,6 +163,10 @@ def prune(
         calib=calib,
         seed=seed,
         verify=verify,
+        constrained=constrained,
+        reorder=reorder,
+        contiguity=contiguity,
+        report=False,
     )
     return pruned
 
@@ -172,11 +185,59 @@ def prune_with_report(
     calib: Sequence[np.ndarray] | None = None,
     seed: int = 0,
     verify: bool | None = None,
+    constrained: bool = True,
+    reorder: str = "search",
+    contiguity: float = 0.0,
 ) -> tuple[Graph, PruneReport]:
     """`prune` (same options), and the report of what it did: widths, parameters and MACs per layer,
     units kept per coupling group, blocked groups and the selection's notes."""
-    from graphprune.passes.analysis.report import build_report
+    pruned, report = _prune(
+        graph,
+        channels,
+        criterion=criterion,
+        scope=scope,
+        round_to=round_to,
+        min_keep=min_keep,
+        target_macs=target_macs,
+        target_params=target_params,
+        keep=keep,
+        calib=calib,
+        seed=seed,
+        verify=verify,
+        constrained=constrained,
+        reorder=reorder,
+        contiguity=contiguity,
+        report=True,
+    )
+    assert report is not None
+    return pruned, report
+
+
+def _prune(
+    graph: Graph,
+    channels: float,
+    *,
+    criterion: str,
+    scope: str,
+    round_to: int,
+    min_keep: float,
+    target_macs: float | None,
+    target_params: float | None,
+    keep: Sequence[str],
+    calib: Sequence[np.ndarray] | None,
+    seed: int,
+    verify: bool | None,
+    constrained: bool,
+    reorder: str,
+    contiguity: float,
+    report: bool,
+) -> tuple[Graph, PruneReport | None]:
+    from graphprune.passes.analysis.report import build_report, segment_rows
     from graphprune.passes.transform.prune_channels import PruneChannels
+    from graphprune.passes.transform.reorder import METHODS, Reorder
+
+    if reorder not in METHODS:
+        raise ValueError(f"reorder={reorder!r}: expected one of {', '.join(METHODS)}")
 
     p = PruneChannels(
         channels=channels,
@@ -189,13 +250,18 @@ def prune_with_report(
         keep="|".join(f"(?:{k})" for k in keep),
         seed=seed,
         calib=tuple(np.asarray(a) for a in calib) if calib is not None else None,
+        constrained=constrained,
+        contiguity=contiguity,
     )
+    passes: list[Any] = [p] if constrained else [p, Reorder(method=reorder)]
     # through optimize, so the structural verifier (and, asked for, the contract check) still runs
-    result = _AllResults()
-    pruned = optimize(graph, Pipeline([p]), verify=verify, instruments=[result])
-    stats = result.stats[-1]
-    report = build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()))
-    return pruned, report
+    result = _LastResult()
+    pruned = optimize(graph, Pipeline(passes), verify=verify, instruments=[result])
+    if not report:
+        return pruned, None
+    stats = result.stats[PruneChannels.name]
+    segments = segment_rows(result.stats.get(Reorder.name, {}).get("segments", ()))
+    return pruned, build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()), segments)
 
 
 def sparsify(
@@ -269,10 +335,10 @@ def sparsify_with_report(
     if permute:
         passes.insert(0, PermuteForSparsity(pattern=pattern, sparsity=target, layers=layers or "", first=first,
                                             last=last, search=search, time_budget=time_budget, seed=seed))
-    results = _AllResults()
+    results = _LastResult()
     out = optimize(graph, Pipeline(passes), verify=verify, instruments=[results])
-    st = results.stats[-1]
-    perm = results.stats[0] if permute else {}
+    st = results.stats[Sparsify.name]
+    perm = results.stats.get(PermuteForSparsity.name, {})
     unpermuted: dict[str, float] = {}
     if permute:  # what the same masks would keep on the weights in their original order
         from graphprune.passes.transform.sparsify import kept_fraction
@@ -282,20 +348,19 @@ def sparsify_with_report(
                                                                                              strict=True)}
     rows = tuple(replace(r, kept_unpermuted=unpermuted.get(r.weight)) for r in st["layers"])
     report = SparsityReport(
-        st["pattern"], rows, tuple(st["skipped"]), results.error[-1], budget,
+        st["pattern"], rows, tuple(st["skipped"]), results.error[Sparsify.name], budget,
         tuple(perm.get("groups", ())), tuple(perm.get("skipped", ())), search if permute else "plain",
     )
     return out, report
 
 
-class _AllResults(Instrument):
-    """The stats and measured error of every pass that ran, in order."""
+class _LastResult(Instrument):
+    """Keeps the stats and measured error of every pass that ran, by pass name (the last run of each)."""
 
     def __init__(self) -> None:
-        self.stats: list[dict[str, Any]] = []
-        self.error: list[Any] = []
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.error: dict[str, Any] = {}
 
     def after_pass(self, p: Any, graph: Graph, result: PassResult) -> None:
-        self.stats.append(result.stats)
-        self.error.append(result.error)
-
+        self.stats[p.name] = result.stats
+        self.error[p.name] = result.error

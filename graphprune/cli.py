@@ -4,6 +4,7 @@
     graphprune opt MODEL -p fold-bn,dce -o OUT [--verify]
     graphprune analyze MODEL [--json]
     graphprune prune MODEL -o OUT [--channels 0.5 | --target-macs F | --target-params F] [--criterion C]
+                     [--unconstrained [--reorder search|upscale|none] [--contiguity F]]
                      [--scope local|global] [--round-to N] [--keep NODE ...] [--calib inputs.npz]
                      [--sparsity 2:4|block:4x1|unstructured [--sparsity-target F] [--sparsity-scope S]
                       [--permute [--search fast|strong] [--search-time S]] [--layers REGEX]
@@ -214,15 +215,15 @@ def _prune(args: argparse.Namespace) -> int:
         from .ir.sparsity import parse_pattern
 
         try:
-            pattern = parse_pattern(args.sparsity)
+            sparse_pattern = parse_pattern(args.sparsity)
         except ValueError as e:
             raise GraphpruneError(f"--sparsity: {e}") from None
-        if pattern.kind == "nm" and args.sparsity_target is not None:
-            raise GraphpruneError(f"--sparsity-target applies to block and unstructured patterns; N:M ({pattern}) "
-                                  "removes 1 - N/M")
-        if pattern.kind == "nm" and args.sparsity_scope == "global":
+        if sparse_pattern.kind == "nm" and args.sparsity_target is not None:
+            raise GraphpruneError(f"--sparsity-target applies to block and unstructured patterns; N:M "
+                                  f"({sparse_pattern}) removes 1 - N/M")
+        if sparse_pattern.kind == "nm" and args.sparsity_scope == "global":
             raise GraphpruneError("--sparsity-scope global ranks blocks or elements across layers; "
-                                  f"N:M ({pattern}) fixes every group: leave it local")
+                                  f"N:M ({sparse_pattern}) fixes every group: leave it local")
         if args.layers is not None:
             try:
                 re.compile(args.layers)
@@ -247,6 +248,8 @@ def _prune(args: argparse.Namespace) -> int:
         raise GraphpruneError(f"{out}: output must end in .onnx or {api.TEXT_SUFFIX}")
     if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
         raise GraphpruneError(f"{args.plot}: --plot writes a PNG; give a path ending in .png")
+    if not args.unconstrained and (args.reorder is not None or args.contiguity):
+        raise GraphpruneError("--reorder and --contiguity apply to unconstrained pruning; add --unconstrained")
     outputs = [out, *(Path(p) for p in (args.report, args.plot) if p is not None)]
     _check_outputs(outputs)
 
@@ -270,6 +273,9 @@ def _prune(args: argparse.Namespace) -> int:
             keep=args.keep,
             calib=calib,
             verify=args.verify,
+            constrained=not args.unconstrained,
+            reorder=args.reorder or "search",
+            contiguity=args.contiguity,
         )
     sparse_report = None
     if args.sparsity is not None:
@@ -494,6 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest relative L2 error of the outputs --verify accepts after sparsifying (default 1)")
     r.add_argument("--report", metavar="REPORT.json", help="also write the report as JSON")
     r.add_argument("--plot", metavar="WIDTHS.png", help="also write a bar chart of the widths per layer")
+    r.add_argument("--unconstrained", action="store_true",
+                   help="each reader of a shared tensor (residual stream, concat) keeps its own channels")
+    r.add_argument("--reorder", choices=("search", "upscale", "none"), default=None,
+                   help="with --unconstrained: channel order for contiguous reads (default search; upscale: "
+                        "UPSCALE's heuristic; none: reader gathers in the original order)")
+    r.add_argument("--contiguity", type=_fraction(upper_open=True), default=0.0, metavar="F",
+                   help="with --unconstrained: snap a reader to one contiguous range when that loses at most "
+                        "this fraction of its kept importance (e.g. 0.02)")
     r.add_argument("--verify", action="store_true", help="check the pruning contract numerically (float64)")
     r.set_defaults(func=_prune)
     return p

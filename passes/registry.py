@@ -6,6 +6,7 @@ from .transform.dce import DeadCodeElimination
 from .transform.fold_bn import FoldBatchNorm
 from .transform.permute_channels import PermuteChannels
 from .transform.prune_channels import PruneChannels
+from .transform.reorder import Reorder
 from .transform.sparse_permute import PermuteForSparsity
 from .transform.sparsify import Sparsify
 
@@ -16,4 +17,5 @@ REGISTRY: dict[str, type] = {
     Sparsify.name: Sparsify,
     PermuteChannels.name: PermuteChannels,
     PermuteForSparsity.name: PermuteForSparsity,
+    Reorder.name: Reorder,
 }

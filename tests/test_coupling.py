@@ -156,6 +156,39 @@ def test_attention_heads_and_grouped_query_ratio():
     np.testing.assert_array_equal(k, np.repeat([0, 1], 16))
 
 
+class MaskedAttention(nn.Module):
+    """Self-attention with a causal mask shared by the heads, or an additive bias per head (ALiBi)."""
+
+    def __init__(self, per_head: bool) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(16, 48), nn.Linear(16, 16)
+        bias = torch.randn(4, 6, 6) if per_head else torch.zeros(1, 6, 6).masked_fill(torch.ones(6, 6).triu(1) > 0,
+                                                                                        -1e9)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).view(1, 6, 3, 4, 4).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+        return self.out(y.transpose(1, 2).reshape(1, 6, 16))
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_attention_masks_keep_heads_prunable(per_head):
+    torch.manual_seed(0)
+    model = MaskedAttention(per_head).double()
+    x = torch.randn(1, 6, 16, dtype=torch.float64)
+    graph, groups = groups_of(model, x)
+    heads = group_with(groups, "qkv.weight")
+    assert heads.prunable
+    mask_members = [m for m in heads.members if m.value.name == "bias"]
+    # a mask per head loses the rows of the pruned heads; a shared mask is not a member
+    assert len(mask_members) == per_head
+    pruned = gp.prune(graph, 0.5, round_to=1, verify=True)
+    assert [o.shape for o in pruned.run(x.numpy())] == [(1, 6, 16)]
+    if per_head:
+        assert next(c for c in pruned.constants if c.name == "bias").type.shape[0] < 4
+
+
 def test_gated_mlp_and_tied_embedding():
     llama = ZOO["llama"]
     _, groups = groups_of(llama.build(), *llama.example_inputs())

@@ -425,6 +425,10 @@ def _pool_cases() -> dict[str, Case]:
     cases["reduce_max_input"] = Case(m, [randn(*shape)], ["reduce_max"])
     m = _single("ReduceSum", shape, {"a": np.array([0, 2], np.int64)}, extra_inputs=["a"], keepdims=0)
     cases["reduce_sum"] = Case(m, [randn(*shape)], ["reduce_sum"])
+    for op, ops in (("ReduceMin", ["neg", "reduce_max", "neg"]), ("ReduceL1", ["abs", "reduce_sum"]),
+                    ("ReduceL2", ["mul", "reduce_sum", "sqrt"]), ("ReduceSumSquare", ["mul", "reduce_sum"])):
+        m = _single(op, shape, {"a": np.array([2, 3], np.int64)}, opset=18, extra_inputs=["a"])
+        cases[op] = Case(m, [randn(*shape)], ops)
     return cases
 
 
@@ -443,6 +447,15 @@ def _misc_cases() -> dict[str, Case]:
     node = helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)
     m = make_model([node], {"q": (F32, q.shape), "k": (F32, k.shape), "v": (F32, v.shape)}, ["y"], opset=23)
     cases["attention_23_gqa_causal"] = Case(m, [q, k, v], ["attention"])
+    # exporters zero the NaN rows of a fully masked softmax: where(isnan(p), 0, p)
+    special = np.array([[1.0, np.nan, np.inf, -np.inf, 0.0, -2.5]], np.float32)
+    nodes = [helper.make_node("IsNaN", ["x"], ["nan"]), helper.make_node("Where", ["nan", "zero", "x"], ["y"]),
+             helper.make_node("Not", ["nan"], ["num"])]
+    m = make_model(nodes, {"x": (F32, [1, 6])}, ["y", "num"], {"zero": np.zeros((), np.float32)})
+    cases["isnan_where_not"] = Case(m, [np.where(np.isinf(special), 3.0, special)], ["equal", "equal", "where", "equal"])
+    for flags in ({}, {"detect_negative": 0}, {"detect_positive": 0}, {"detect_positive": 0, "detect_negative": 0}):
+        m = make_model([helper.make_node("IsInf", ["x"], ["y"], **flags)], {"x": (F32, [1, 6])}, ["y"], opset=20)
+        cases["isinf_" + "_".join(f"{k}{v}" for k, v in flags.items())] = Case(m, [special], None)
     return cases
 
 

@@ -864,7 +864,21 @@ class _Importer:
             outs.append(self.value(o.name))
         self.g.set_outputs(outs)
         self._remove_dead()
+        self._unshare_vectors()
         return self.g
+
+    def _unshare_vectors(self) -> None:
+        """Give every reader of a shared float vector its own copy. Exporters deduplicate equal
+        initializers, so the zero biases and unit norm scales of a freshly initialised model end up
+        as one tensor read by every layer; read as tied weights, that would couple the channels of
+        every layer of the same width. A copy per reader computes the same; genuinely tied layers
+        stay coupled through their shared matrices."""
+        for c in self.g.constants:
+            if c.type.rank > 1 or not c.type.dtype.is_float or len(c.uses) < 2:
+                continue
+            for node, i in c.uses[1:]:
+                copy = self.g.add_const(c.name, c.data, source=c.source, unique=True)
+                self.g.set_input(node, i, copy)
 
     def _read_initializers(self) -> None:
         g = self.model.graph
@@ -1547,6 +1561,36 @@ def _unary(imp: _Importer, node: gs.Node) -> None:
     imp.emit(node, _UNARY[node.op], [imp.inp(node, 0)], None, _out(node))
 
 
+def _logical_not(imp: _Importer, node: gs.Node, v: Value, out: gs.Tensor | None) -> Value:
+    # v == false (onnxruntime has no Where over booleans)
+    return imp.emit(node, Op.EQUAL, [v, imp.new_const(np.array(False), f"{node.name}_false")], None, out)
+
+
+@_handles("Not")
+def _not(imp: _Importer, node: gs.Node) -> None:
+    _logical_not(imp, node, imp.inp(node, 0), _out(node))
+
+
+@_handles("IsNaN")
+def _is_nan(imp: _Importer, node: gs.Node) -> None:
+    # NaN is the one value unequal to itself (exporters mask fully masked softmax rows this way)
+    x = imp.inp(node, 0)
+    _logical_not(imp, node, imp.emit(node, Op.EQUAL, [x, x], None), _out(node))
+
+
+@_handles("IsInf")
+def _is_inf(imp: _Importer, node: gs.Node) -> None:
+    x = imp.inp(node, 0)
+    signs = [v for v, flag in ((np.inf, "detect_positive"), (-np.inf, "detect_negative")) if node.attrs.get(flag, 1)]
+    if not signs:  # nothing to detect: x < x is false everywhere, NaN included
+        imp.emit(node, Op.LESS, [x, x], None, _out(node))
+    elif len(signs) == 1:
+        imp.emit(node, Op.EQUAL, [x, imp.scalar(signs[0], x, f"{node.name}_inf")], None, _out(node))
+    else:  # |x| == inf
+        imp.emit(node, Op.EQUAL, [imp.emit(node, Op.ABS, [x], None), imp.scalar(np.inf, x, f"{node.name}_inf")], None,
+                 _out(node))
+
+
 @_handles("LeakyRelu")
 def _leaky_relu(imp: _Importer, node: gs.Node) -> None:
     attrs = LeakyReluAttrs(alpha=_f32(node.attrs.get("alpha", 0.01)))
@@ -2085,7 +2129,7 @@ def _global_pool(imp: _Importer, node: gs.Node) -> None:
     imp.emit(node, op, [x], ReduceAttrs(axes=tuple(range(2, x.type.rank)), keepdims=True), _out(node))
 
 
-@_handles("ReduceMean", "ReduceSum", "ReduceMax")
+@_handles("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare")
 def _reduce(imp: _Importer, node: gs.Node) -> None:
     x = imp.inp(node, 0)
     axes = _axes_input(imp, node)
@@ -2094,9 +2138,23 @@ def _reduce(imp: _Importer, node: gs.Node) -> None:
             imp.bind(_out(node), x)
             return
         axes = list(range(x.type.rank))
-    norm = tuple(sorted({_axis(a, x.type.rank) for a in axes}))
-    op = {"ReduceMean": Op.REDUCE_MEAN, "ReduceSum": Op.REDUCE_SUM, "ReduceMax": Op.REDUCE_MAX}[node.op]
-    imp.emit(node, op, [x], ReduceAttrs(axes=norm, keepdims=bool(node.attrs.get("keepdims", 1))), _out(node))
+    attrs = ReduceAttrs(axes=tuple(sorted({_axis(a, x.type.rank) for a in axes})),
+                        keepdims=bool(node.attrs.get("keepdims", 1)))
+    out = _out(node)
+    # the others through sum, mean and max: L1 = sum |x|, L2 = sqrt(sum x^2), min = -max(-x)
+    if node.op in ("ReduceMean", "ReduceSum", "ReduceMax"):
+        op = {"ReduceMean": Op.REDUCE_MEAN, "ReduceSum": Op.REDUCE_SUM, "ReduceMax": Op.REDUCE_MAX}[node.op]
+        imp.emit(node, op, [x], attrs, out)
+    elif node.op == "ReduceMin":
+        top = imp.emit(node, Op.REDUCE_MAX, [imp.emit(node, Op.NEG, [x], None)], attrs)
+        imp.emit(node, Op.NEG, [top], None, out)
+    elif node.op == "ReduceL1":
+        imp.emit(node, Op.REDUCE_SUM, [imp.emit(node, Op.ABS, [x], None)], attrs, out)
+    else:
+        squares = imp.emit(node, Op.REDUCE_SUM, [imp.emit(node, Op.MUL, [x, x], None)], attrs,
+                           out if node.op == "ReduceSumSquare" else None)
+        if node.op == "ReduceL2":
+            imp.emit(node, Op.SQRT, [squares], None, out)
 
 
 # ---- attention

@@ -20,6 +20,12 @@ every bin: grouped convolutions, GroupNorm groups, reshapes that split a channel
 (ops where removing a channel is not the same as zeroing it: LayerNorm/RMSNorm/GroupNorm statistics,
 softmax, mean or max over channels).
 
+Unconstrained mode (`analyze(graph, cuts=True)`): a gather with constant 1-D indices along a channel
+axis is a *cut*, a boundary between two channel spaces: its output gets fresh labels instead of the
+labels it reads. Unconstrained pruning inserts such a *reader gather* before every layer that reads a
+shared tensor (a residual stream, a concat read by several layers), so each reader becomes its own
+coupling group and keeps its own channels; the cut gathers are listed in `Coupling.cuts`.
+
 Complexity: one pass over the nodes; the labels are numpy arrays, so the work is linear in the
 number of channel elements, and the components come from scipy's connected_components in
 O(elements + unions).
@@ -92,6 +98,8 @@ class Coupling:
     label_group: np.ndarray
     label_unit: np.ndarray
     blocks: dict[int, list[Block]] = field(repr=False)
+    # ids of the outputs of cut gathers (unconstrained mode): reader gathers at segment boundaries
+    cuts: frozenset[int] = frozenset()
 
     def blocks_of(self, value: Value) -> list[Block]:
         return self.blocks.get(id(value), [])
@@ -114,8 +122,10 @@ class Coupling:
 class _Walker:
     """One pass over the graph that assigns labels and records unions and constraints."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, cuts: bool = False) -> None:
         self.graph = graph
+        self.cut_gathers = cuts
+        self.cuts: set[int] = set()
         self.next = 0
         self.blocks: dict[int, list[Block]] = {}
         self.unions: list[tuple[np.ndarray, np.ndarray]] = []
@@ -560,6 +570,12 @@ def _gather(w: _Walker, node: Node) -> None:
         return
     shift = idx.type.rank - 1
     blocks = []
+    if w.cut_gathers and idx.is_const and idx.type.rank == 1 and _in_block(w, data, axis) is not None:
+        # a cut: the gather's output is a new channel space (a reader's own channels)
+        w.cuts.add(id(out))
+        rest = [b for b in w.get(data) if axis not in b.axes]
+        w.set(out, [*rest, Block((axis,), w.fresh((int(out.type.shape[axis]),)))])
+        return
     for b in w.get(data):
         if axis in b.axes:
             if not (idx.is_const and idx.type.rank <= 1):
@@ -714,11 +730,11 @@ def _attention(w: _Walker, node: Node) -> None:
     q, k, v = node.inputs[:3]
     out = node.outputs[0]
     r = q.type.rank
-    if len(node.inputs) == 4:
-        w.block_inputs(node, "attention mask")
     head = r - 3
     heads = {}
-    if r >= 3:
+    # one head (SegFormer's first stage): its features are pruned like an unheaded attention's
+    single = r < 3 or int(q.type.shape[head]) == int(k.type.shape[head]) == 1
+    if not single:
         for t in (q, k, v):
             for b in w.get(t):
                 if head in b.axes:
@@ -737,8 +753,12 @@ def _attention(w: _Walker, node: Node) -> None:
                 w.union(hl, np.repeat(heads[id(t)], hq // hk))
             else:
                 w.block(hl, f"%{t.name} heads untracked at {w.where(node)}")
+        if len(node.inputs) == 4:
+            _attention_mask(w, node, hl, head)
         w.set(out, [Block((head,), hl)])
         return
+    if len(node.inputs) == 4 and w.get(node.inputs[3]):
+        w.block_inputs(node, "attention mask carrying pruned channels")
     lq, lk, lv = (_axis_labels(w, t, r - 1) for t in (q, k, v))
     if lq is not None and lk is not None:
         w.union(lq, lk)
@@ -748,6 +768,26 @@ def _attention(w: _Walker, node: Node) -> None:
                 w.block(lab, f"q/k features of one side untracked at {w.where(node)}")
     if lv is not None:
         w.set(out, [Block((r - 1,), lv)])
+
+
+def _attention_mask(w: _Walker, node: Node, heads: np.ndarray, head: int) -> None:
+    """A mask broadcast over the heads constrains nothing; one with a mask per head (ALiBi-style
+    biases) loses the rows of the pruned heads: a constant is sliced, a tracked tensor is coupled."""
+    mask = node.inputs[3]
+    axis = head - (node.inputs[0].type.rank - mask.type.rank)  # masks broadcast from the right
+    blocks = w.get(mask)
+    if axis < 0 or int(mask.type.shape[axis]) == 1:
+        for b in blocks:
+            w.block(b.labels, f"attention mask carrying channels at {w.where(node)}")
+        return
+    if mask.is_const:
+        w.attach(mask, (axis,), heads)
+        return
+    lab = _axis_labels(w, mask, axis)
+    if lab is None:
+        w.block(heads, f"attention mask with one row per head, untracked, at {w.where(node)}")
+    else:
+        w.union(lab, heads)
 
 
 _RULES = {
@@ -832,8 +872,8 @@ def _resolve_deferred(w: _Walker) -> None:
             break
 
 
-def analyze(graph: Graph) -> Coupling:
-    w = _Walker(graph)
+def analyze(graph: Graph, cuts: bool = False) -> Coupling:
+    w = _Walker(graph, cuts)
     w.run()
     _resolve_deferred(w)
     # one constant read in several places (tied embeddings, a shared conv) has the same channels
@@ -915,7 +955,7 @@ def analyze(graph: Graph) -> Coupling:
         )
         for g in range(len(sizes))
     )
-    return Coupling(groups, label_group, label_unit, w.blocks)
+    return Coupling(groups, label_group, label_unit, w.blocks, frozenset(w.cuts))
 
 
 def _add_bins(

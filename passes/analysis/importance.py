@@ -31,6 +31,7 @@ signature), so plain group sums are not biased by unit size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -68,15 +69,18 @@ def unit_scores(
         # one generator per group, so a group's scores do not depend on how many groups precede it
         return {g.id: np.random.default_rng([seed, g.id]).random(g.size) for g in groups}
     if criterion == "l1":
-        return {g.id: _pooled(g, lambda w, m: np.abs(w)) for g in groups}
+        l1 = _Pool(coupling, lambda v: np.abs(v.data))
+        return {g.id: l1.scores(g) for g in groups}
+    square = _Pool(coupling, lambda v: np.square(v.data))
     if criterion == "l2":
-        return {g.id: _l2(g) for g in groups}
+        return {g.id: np.sqrt(square.scores(g)) for g in groups}
     if criterion == "lamp":
-        return {g.id: lamp_normalize(_l2(g)) for g in groups}
+        return {g.id: lamp_normalize(np.sqrt(square.scores(g))) for g in groups}
     if criterion == "bn":
-        return {g.id: _bn(g) for g in groups}
+        return {g.id: _bn(g, square) for g in groups}
     grads = _output_energy_grads(graph, calib)
-    return {g.id: _pooled(g, lambda w, m: np.abs(w * grads[m.value.name])) for g in groups}
+    taylor = _Pool(coupling, lambda v: np.abs(v.data * grads[v.name]))
+    return {g.id: taylor.scores(g) for g in groups}
 
 
 def lamp_normalize(scores: np.ndarray) -> np.ndarray:
@@ -117,38 +121,57 @@ def _weight_members(group: CouplingGroup) -> list[Member]:
     return [m for m in group.members if _is_weight(m.value)]
 
 
-def _scatter(scores: np.ndarray, member: Member, per_element: np.ndarray) -> None:
-    """Reduce `per_element` (the member value's shape) over the non-member axes and add it to units."""
-    other = tuple(a for a in range(per_element.ndim) if a not in member.axes)
-    reduced = per_element.sum(axis=other) if other else per_element
-    # axes are ascending, so the reduced array lines up with member.units element for element
-    reduced = np.broadcast_to(reduced, member.units.shape)
-    valid = member.units >= 0
-    np.add.at(scores, member.units[valid], reduced[valid])
+class _Pool:
+    """Sums a per-element statistic of the weights onto units. Each weight's statistic is computed
+    once and reduced at once over the axes no group prunes (a conv's kernel), with a matrix-vector
+    product; the groups then reduce that small array (a weight is a member of two groups, its outputs
+    and its inputs). Sums stay in the weight's dtype (numpy sums pairwise) until the per-unit scores."""
+
+    def __init__(self, coupling: Coupling, stat: Callable[[Value], np.ndarray]) -> None:
+        self.stat = stat
+        self.axes: dict[int, set[int]] = {}  # value -> the axes of all its memberships
+        for g in coupling.groups:
+            for m in _weight_members(g):
+                self.axes.setdefault(id(m.value), set()).update(m.axes)
+        self.reduced: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
+
+    def _reduced(self, v: Value) -> tuple[tuple[int, ...], np.ndarray]:
+        if id(v) not in self.reduced:
+            kept = tuple(sorted(self.axes[id(v)]))
+            per_element = self.stat(v)
+            moved = np.moveaxis(per_element, kept, range(len(kept)))
+            lead = moved.shape[: len(kept)]
+            rows = moved.reshape(math.prod(lead), -1)
+            summed = rows @ np.ones(rows.shape[1], rows.dtype) if rows.shape[1] > 1 else rows[:, 0]
+            self.reduced[id(v)] = (kept, summed.reshape(lead))
+        return self.reduced[id(v)]
+
+    def add(self, scores: np.ndarray, member: Member) -> None:
+        kept, reduced = self._reduced(member.value)
+        other = tuple(i for i, a in enumerate(kept) if a not in member.axes)
+        reduced = reduced.sum(axis=other) if other else reduced
+        # axes are ascending, so the reduced array lines up with member.units element for element
+        reduced = np.broadcast_to(reduced, member.units.shape)
+        valid = member.units >= 0
+        scores += np.bincount(member.units[valid], weights=reduced[valid], minlength=len(scores))
+
+    def scores(self, group: CouplingGroup) -> np.ndarray:
+        scores = np.zeros(group.size, dtype=np.float64)
+        for m in _weight_members(group):
+            self.add(scores, m)
+        return scores
 
 
-def _pooled(group: CouplingGroup, stat: Callable[[np.ndarray, Member], np.ndarray]) -> np.ndarray:
-    """Sum of `stat(w, member)` (one value per element of the weight w) over each unit's elements."""
-    scores = np.zeros(group.size, dtype=np.float64)
-    for m in _weight_members(group):
-        _scatter(scores, m, stat(np.asarray(m.value.data, dtype=np.float64), m))
-    return scores
-
-
-def _l2(group: CouplingGroup) -> np.ndarray:
-    return np.sqrt(_pooled(group, lambda w, m: np.square(w)))
-
-
-def _bn(group: CouplingGroup) -> np.ndarray:
+def _bn(group: CouplingGroup, square: _Pool) -> np.ndarray:
     scores = np.zeros(group.size, dtype=np.float64)
     found = False
     for m in group.members:
         if not m.value.is_const or not any(n.op is Op.BATCH_NORM and i == _BN_SCALE for n, i in m.value.uses):
             continue
         found = True
-        _scatter(scores, m, np.abs(np.asarray(m.value.data, dtype=np.float64)))
+        scores += np.bincount(m.units, weights=np.abs(m.value.data).astype(np.float64), minlength=group.size)
     # no BatchNorm in this channel space: fall back to the group's l2 magnitude (documented above)
-    return scores if found else _l2(group)
+    return scores if found else np.sqrt(square.scores(group))
 
 
 # ------------------------------------------------------------------------------------------------

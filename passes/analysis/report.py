@@ -34,7 +34,7 @@ from graphprune.ir.ops import Op
 from .cost import CostAnalysis
 from .coupling import Coupling
 
-__all__ = ["GroupRow", "LayerRow", "PruneReport", "build_report", "weighted_layers"]
+__all__ = ["GroupRow", "LayerRow", "PruneReport", "SegmentRow", "build_report", "segment_rows", "weighted_layers"]
 
 _LAYER_OPS = (Op.CONV, Op.CONV_TRANSPOSE, Op.LINEAR)
 _NAME_WIDTH = 48  # longer node names are shortened from the left in the table
@@ -67,12 +67,40 @@ class GroupRow:
 
 
 @dataclass(frozen=True)
+class SegmentRow:
+    """One segment of unconstrained pruning after the reorder: its readers that read a slice (or
+    the whole stream: copy-free), those left gathering, and the bytes they copy per inference
+    (symbolic sizes count 1), against the same masks without reordering."""
+
+    name: str
+    copy_free: tuple[str, ...]
+    gathers: tuple[str, ...]
+    bytes_copied: int
+    bytes_naive: int
+
+
+def segment_rows(results: Iterable[Any]) -> tuple[SegmentRow, ...]:
+    """Rows from the reorder pass's per-segment results (transform/reorder.py SegmentResult)."""
+    return tuple(
+        SegmentRow(
+            r.name,
+            tuple(c.name for c in r.readers if c.view),
+            tuple(c.name for c in r.readers if not c.view),
+            r.bytes,
+            r.naive_bytes,
+        )
+        for r in results
+    )
+
+
+@dataclass(frozen=True)
 class PruneReport:
     layers: tuple[LayerRow, ...]
     groups: tuple[GroupRow, ...]
     params: tuple[int, int]  # (before, after), whole graph
     macs: tuple[int, int]
     notes: tuple[str, ...]  # the selection's decisions
+    segments: tuple[SegmentRow, ...] = ()  # unconstrained pruning: readers of shared tensors
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +109,8 @@ class PruneReport:
             "layers": [asdict(r) for r in self.layers],
             "groups": [{**asdict(g), "stats": list(g.stats)} for g in self.groups],
             "notes": list(self.notes),
+            "segments": [{**asdict(r), "copy_free": list(r.copy_free), "gathers": list(r.gathers)}
+                         for r in self.segments],
         }
 
     def table(self) -> str:
@@ -116,6 +146,16 @@ class PruneReport:
                 f"  group {g.id} {g.name!r} ({_arrow(g.units_before, g.units_after)} units): {', '.join(g.stats)}"
                 for g in stats
             ]
+        if self.segments:
+            lines += ["", f"segments ({len(self.segments)}): readers of shared tensors after the reorder"]
+            for r in self.segments:
+                lines.append(
+                    f"  {r.name}: {len(r.copy_free)} of {len(r.copy_free) + len(r.gathers)} readers copy-free, "
+                    f"{len(r.gathers)} gathers, {r.bytes_copied:,} bytes copied per inference "
+                    f"(without reordering: {r.bytes_naive:,})"
+                )
+                if r.gathers:
+                    lines.append(f"    gathering: {', '.join(r.gathers)}")
         if self.notes:
             lines += ["", f"notes ({len(self.notes)}):", *(f"  {n}" for n in self.notes)]
         return "\n".join(lines)
@@ -161,6 +201,7 @@ def build_report(
     coupling: Coupling,
     keep: Mapping[int, np.ndarray],
     notes: Iterable[str] = (),
+    segments: Iterable[SegmentRow] = (),
 ) -> PruneReport:
     """The report of pruning `before` into `after` with `keep` (group id -> keep mask over the
     group's units; a group not in `keep` kept whole)."""
@@ -198,6 +239,7 @@ def build_report(
         (cost_before.params, cost_after.params),
         (cost_before.macs, cost_after.macs),
         tuple(notes),
+        tuple(segments),
     )
 
 

@@ -15,6 +15,11 @@ of the unit it receives. A permutation must keep every bin of the group (grouped
 GroupNorm groups: a unit may only move within its bin) and never touches a blocked group (model
 inputs and outputs, opaque ops: their channel order is fixed from outside).
 
+A reader gather of the unconstrained view (a cut of `analyze(graph, cuts=True)`, see readers.py)
+is a boundary: the channels on its two sides are different groups, joined by its index constant. When
+either side is permuted the indices are rewritten so that every output slot still reads the channel
+it read before (`new = inverse(move_in)[old[move_out]]`).
+
 The same freedom serves channel reordering for contiguous reads (UPSCALE) and permutations that
 raise the magnitude kept by N:M and block masks (NVIDIA ASP): both choose `perm`, this applies it.
 A constant's other data that is indexed like it (a sparsity mask) must move with it.
@@ -31,6 +36,7 @@ import numpy as np
 
 from graphprune.ir.errors import GraphError
 from graphprune.ir.graph import Graph
+from graphprune.ir.ops import Op
 from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 
 from ..analysis.coupling import Coupling, CouplingAnalysis, CouplingGroup, Member
@@ -109,6 +115,7 @@ def apply_permutation(graph: Graph, coupling: Coupling, perms: dict[int, np.ndar
             src = _member_source(m, perm, group.size)
             if src is None:
                 continue
+
             def moved(arr: np.ndarray, m: Member = m, src: np.ndarray = src) -> np.ndarray:
                 front = np.moveaxis(arr, m.axes, range(len(m.axes)))
                 block = front.shape[: len(m.axes)]
@@ -120,6 +127,45 @@ def apply_permutation(graph: Graph, coupling: Coupling, perms: dict[int, np.ndar
             rec = m.value.sparsity
             record = rec.reindexed(moved(rec.mask)) if rec is not None and rec.mask is not None else None
             graph.replace_const_data(m.value, moved(np.asarray(m.value.data)), sparsity=record)
+    if coupling.cuts:
+        _rewrite_cuts(graph, coupling, checked)
+
+
+def _slot_moves(coupling: Coupling, labels: np.ndarray, perms: dict[int, np.ndarray], where: str) -> np.ndarray:
+    """For each position along a 1-D block: the position whose old content moves there."""
+    lg, lu = coupling.label_group[labels], coupling.label_unit[labels]
+    at = {(int(g), int(u)): i for i, (g, u) in enumerate(zip(lg, lu, strict=True))}
+    if len(at) != len(labels) and any(int(g) in perms for g in lg):
+        raise GraphError(f"{where}: a channel occurs twice along the gathered axis, so its reads cannot follow a "
+                         f"permutation; leave its groups unpermuted")
+    src = np.arange(len(labels))
+    for i, (g, u) in enumerate(zip(lg, lu, strict=True)):
+        if int(g) in perms:
+            src[i] = at[(int(g), int(perms[int(g)][u]))]
+    return src
+
+
+def _rewrite_cuts(graph: Graph, coupling: Coupling, perms: dict[int, np.ndarray]) -> None:
+    for node in graph.nodes:
+        if node.op is not Op.GATHER or id(node.outputs[0]) not in coupling.cuts:
+            continue
+        axis = node.attrs.axis
+        b_in = next(b for b in coupling.blocks_of(node.inputs[0]) if b.axes == (axis,))
+        b_out = next(b for b in coupling.blocks_of(node.outputs[0]) if b.axes == (axis,))
+        groups = set(coupling.label_group[b_in.labels].tolist()) | set(coupling.label_group[b_out.labels].tolist())
+        if not groups & set(perms):
+            continue
+        where = f"reader gather {node.name!r}"
+        src_in = _slot_moves(coupling, b_in.labels, perms, where)
+        src_out = _slot_moves(coupling, b_out.labels, perms, where)
+        inv_in = np.empty_like(src_in)
+        inv_in[src_in] = np.arange(len(src_in))
+        idx = node.inputs[1]
+        old = np.asarray(idx.data).astype(np.int64) % len(b_in.labels)
+        new = inv_in[old[src_out]].astype(idx.type.dtype.numpy)
+        graph.set_input(node, 1, graph.add_const(f"{idx.name}.perm", new, unique=True))
+        if not idx.uses:
+            graph.remove_const(idx)
 
 
 def bin_classes(group: CouplingGroup) -> list[np.ndarray]:

@@ -105,9 +105,18 @@ def _slice_const(graph: Graph, value: Value, masks: list[tuple[tuple[int, ...], 
         full &= np.transpose(m, order).reshape(shape)
     if full.all():
         return
-    new = kept_shape(full, f"constant %{value.name}")
+    lines = [full.any(axis=tuple(j for j in range(full.ndim) if j != i)) for i in range(full.ndim)]
+    outer = np.ones(full.shape, bool)
+    for i, line in enumerate(lines):
+        outer = outer & line.reshape([-1 if j == i else 1 for j in range(full.ndim)])
+    new = kept_shape(full, f"constant %{value.name}") if not np.array_equal(full, outer) else None
 
     def sliced(arr: np.ndarray) -> np.ndarray:
+        if new is None:
+            # whole rows and columns go (the common case): one cheap compress per axis
+            for a, line in zip(axes, lines, strict=True):
+                arr = np.compress(line, arr, axis=a)
+            return arr
         moved = np.moveaxis(arr, axes, range(len(axes)))
         rest = moved.shape[len(axes) :]
         packed = moved.reshape(-1, *rest)[full.reshape(-1)].reshape(*new, *rest)
@@ -219,6 +228,8 @@ def _rw_slice(graph: Graph, node: Node, k: Keep) -> Any:
 def _rw_gather(graph: Graph, node: Node, k: Keep) -> Any:
     data, idx = node.inputs
     axis = node.attrs.axis
+    if id(node.outputs[0]) in k.coupling.cuts:
+        return _rw_cut_gather(graph, node, k)
     if not idx.is_const or (data.is_const and axis == 0):
         return None
     sel = np.asarray(idx.data).astype(np.int64) % int(data.type.shape[axis])
@@ -226,6 +237,27 @@ def _rw_gather(graph: Graph, node: Node, k: Keep) -> Any:
     if pos is None:
         return None
     new = np.asarray(pos.reshape(sel.shape) if idx.type.rank else pos[0], dtype=idx.type.dtype.numpy)
+    graph.set_input(node, 1, graph.add_const(f"{idx.name}.pruned", new, unique=True))
+    if not idx.uses:
+        graph.remove_const(idx)
+    return None
+
+
+def _rw_cut_gather(graph: Graph, node: Node, k: Keep) -> Any:
+    """A reader gather (a cut): it keeps its own kept channels, read from where they sit in the
+    pruned input (the selection keeps every channel a reader reads)."""
+    data, idx = node.inputs
+    axis = node.attrs.axis
+    out_mask = next(m for b, m in k.block_masks(node.outputs[0]) if b.axes == (axis,))
+    sel = np.asarray(idx.data).astype(np.int64) % int(data.type.shape[axis])
+    in_mask = next((_axis_mask(b, m, axis) for b, m in k.block_masks(data) if axis in b.axes), None)
+    if in_mask is None:
+        in_mask = np.ones(int(data.type.shape[axis]), bool)
+    if out_mask.all() and in_mask.all():
+        return None
+    if not in_mask[sel[out_mask]].all():
+        raise GraphError(f"reader gather {node.name!r} keeps channels its input loses; this is a bug in the selection")
+    new = (np.cumsum(in_mask) - 1)[sel[out_mask]].astype(idx.type.dtype.numpy)
     graph.set_input(node, 1, graph.add_const(f"{idx.name}.pruned", new, unique=True))
     if not idx.uses:
         graph.remove_const(idx)
@@ -396,14 +428,17 @@ def _rebind(coupling: Coupling, old: Graph, new: Graph) -> Coupling:
         )
         for g in coupling.groups
     )
-    return Coupling(groups, coupling.label_group, coupling.label_unit, blocks)
+    cuts = frozenset(id(by_name[old_by_id[vid].name]) for vid in coupling.cuts)
+    return Coupling(groups, coupling.label_group, coupling.label_unit, blocks, cuts)
 
 
 @dataclass(frozen=True)
 class PruneChannels:
     """Remove channels: `channels` is the fraction of prunable units to remove (or meet a MACs or
     parameter budget: the fraction of the original to keep), chosen by `criterion`, per group
-    (`scope=local`) or ranked across groups (`global`)."""
+    (`scope=local`) or ranked across groups (`global`). `constrained=false`: each reader of a shared
+    tensor keeps its own channels through a reader gather (follow with `reorder` to turn gathers
+    into slices)."""
 
     name: ClassVar[str] = "prune-channels"
     contract: ClassVar[Contract] = Contract.MASK_EQUIVALENT
@@ -418,12 +453,25 @@ class PruneChannels:
     keep: str = ""  # regex over node and value names whose groups stay whole
     seed: int = 0
     calib: tuple[np.ndarray, ...] | None = None  # inputs for the taylor criterion (Python API only)
+    # False: every reader of a shared tensor (residual stream, concat) keeps its own input channels
+    constrained: bool = True
+    # unconstrained only: snap a reader's channels to one contiguous range of the reorder's channel
+    # order when that loses at most this fraction of the reader's kept importance (0: never)
+    contiguity: float = 0.0
 
     def run(self, graph: Graph, analyses: AnalysisManager) -> PassResult:
+        from ..analysis.coupling import analyze
         from ..analysis.importance import unit_scores
         from ..analysis.select import SelectOptions, select
+        from .readers import insert_readers, resolve_streams
 
-        coupling = analyses.get(CouplingAnalysis)
+        if self.constrained:
+            coupling = analyses.get(CouplingAnalysis)
+            inserted = []
+        else:
+            # every reader of a shared tensor gets its own channels (see readers.py)
+            inserted = insert_readers(graph)
+            coupling = analyze(graph, cuts=True)
         scores = unit_scores(
             graph, coupling, self.criterion, calib=list(self.calib) if self.calib else None, seed=self.seed
         )
@@ -437,10 +485,19 @@ class PruneChannels:
             keep_nodes=(self.keep,) if self.keep else (),
         )
         budget = self.target_macs or self.target_params
+
+        def resolve(kp: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+            return kp if self.constrained else resolve_streams(graph, coupling, kp, scores, self.round_to)
+
         notes: list[str] = []  # the selection's decisions (kept groups, relaxed round_to), for reports
-        cost_fn = (lambda kp: pruned_cost(graph, coupling, kp)) if budget else None
-        keep = select(coupling, scores, options, cost_fn, notes=notes)
-        if all(np.all(keep.get(g.id, True)) for g in coupling.groups):
+        cost_fn = (lambda kp: pruned_cost(graph, coupling, resolve(kp))) if budget else None
+        selected = select(coupling, scores, options, cost_fn, notes=notes)
+        keep = resolve(selected)
+        if not self.constrained and self.contiguity > 0:
+            from .reorder import snap_readers
+
+            keep = snap_readers(graph, coupling, selected, scores, self.contiguity, notes, self.round_to)
+        if not inserted and all(np.all(keep.get(g.id, True)) for g in coupling.groups):
             # nothing to remove; the stats still tell a report what was decided and why
             return PassResult(False, ALL, {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": 0})
         # the reference is built only if a verifier asks; it needs the graph as it is now (a copy is
@@ -453,5 +510,6 @@ class PruneChannels:
 
         removed = {g.id: int((~np.asarray(keep[g.id], bool)).sum()) for g in coupling.groups if g.id in keep}
         apply_prune(graph, coupling, keep)
-        stats = {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": sum(removed.values())}
+        stats = {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": sum(removed.values()),
+                 "readers": len(inserted)}
         return PassResult(True, frozenset(), stats, reference=reference)
