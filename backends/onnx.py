@@ -8,6 +8,7 @@ that came from ONNX are written back as their stored NodeProto; torch-opaque nod
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -32,6 +33,9 @@ __all__ = ["to_onnx", "save", "EXTERNAL_DATA_THRESHOLD"]
 
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 1024**3)  # bytes of weights above which save() writes external data
 _INT64_MIN = -(2**63)
+
+
+SPARSITY_KEY = "graphprune.sparsity"  # model metadata: {initializer: {pattern, axis, out_axis}}
 
 
 def _contiguous(arr: np.ndarray) -> np.ndarray:
@@ -186,6 +190,15 @@ class _Exporter:
             model.graph.node.extend(spliced)
         opsets = [helper.make_opsetid("", self.opset)] + domains
         model.ir_version = max(8, helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+        # the sparsity patterns of weights exported as stored (the zeros are in the data): graphprune's
+        # ONNX reader rebuilds the masks from them
+        sparse = {
+            v.name: {"pattern": v.sparsity.pattern, "axis": v.sparsity.axis, "out_axis": v.sparsity.out_axis}
+            for v in g.constants
+            if v.sparsity is not None and id(v) in self.raw_uses
+        }
+        if sparse:
+            helper.set_model_props(model, {SPARSITY_KEY: json.dumps(sparse, sort_keys=True)})
         return model
 
 

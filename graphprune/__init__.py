@@ -6,10 +6,23 @@
     graph = gp.optimize(graph, "fold-bn,dce", verify=True)
     groups = gp.coupling_groups(graph)             # channels that must be pruned together
     graph = gp.prune(graph, channels=0.5, criterion="l2", scope="global", round_to=8)
+    graph = gp.sparsify(graph, pattern="2:4", permute=True)   # N:M, block:RxC or unstructured
     gp.save(graph, "out.onnx")
 """
 
-from .api import cost, coupling_groups, load, optimize, parse, prune, prune_with_report, save, trace
+from .api import (
+    cost,
+    coupling_groups,
+    load,
+    optimize,
+    parse,
+    prune,
+    prune_with_report,
+    save,
+    sparsify,
+    sparsify_with_report,
+    trace,
+)
 from .ir import (
     DType,
     ExportError,
@@ -49,5 +62,7 @@ __all__ = [
     "prune",
     "prune_with_report",
     "save",
+    "sparsify",
+    "sparsify_with_report",
     "trace",
 ]

@@ -1,4 +1,4 @@
-"""The small public surface: trace, load, save, parse, optimize, cost, coupling_groups, prune."""
+"""The small public surface: trace, load, save, parse, optimize, cost, coupling_groups, prune, sparsify."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from graphprune.passes.analysis.cost import Cost
     from graphprune.passes.analysis.coupling import Coupling, CouplingGroup
     from graphprune.passes.analysis.report import PruneReport
+    from graphprune.passes.analysis.sparsity_report import SparsityReport
 
 TEXT_SUFFIX = ".gpir"  # graphprune's text form, full precision (every constant inlined)
 
@@ -230,11 +231,103 @@ def _prune(
     return pruned, build_report(graph, pruned, stats["coupling"], stats["keep"], stats.get("notes", ()), segments)
 
 
+def sparsify(
+    graph: Graph,
+    pattern: str = "2:4",
+    *,
+    permute: bool = True,
+    sparsity: float | None = None,
+    scope: str = "local",
+    layers: str | None = None,
+    first: bool = False,
+    last: bool = False,
+    search: str = "fast",
+    time_budget: float = 10.0,
+    budget: float = 1.0,
+    seed: int = 0,
+    verify: bool | None = None,
+) -> Graph:
+    """A new graph whose weights follow a sparsity pattern; the masks travel with the weights
+    (`Value.sparsity`).
+
+    `pattern`: "N:M" (any N < M, along each layer's reduction axis), "block:RxC" (R outputs x C
+    inputs) or "unstructured". `sparsity`: the fraction removed for blocks and unstructured (default
+    0.5; N:M removes 1 - N/M). `scope`: local (every layer at the target) or global (LAMP ranking
+    across layers; blocks and unstructured). `layers`: a regex matched whole against node or weight
+    names. The first layers (reading the model input) and the last (the classifier) stay dense unless
+    `first` / `last`. Layers that do not fit the pattern are skipped and listed in the report.
+    `permute`: first permute channels (an exact rewrite) so the masks keep more magnitude; `search`:
+    fast (sort-and-deal plus local refinement), strong (ASP-style stripe-pair search within
+    `time_budget` seconds) or plain. `budget`: the largest relative L2 error of the outputs the
+    numerical verifier accepts (checked when `verify`)."""
+    out, _ = sparsify_with_report(
+        graph, pattern, permute=permute, sparsity=sparsity, scope=scope, layers=layers, first=first, last=last,
+        search=search, time_budget=time_budget, budget=budget, seed=seed, verify=verify,
+    )
+    return out
+
+
+def sparsify_with_report(
+    graph: Graph,
+    pattern: str = "2:4",
+    *,
+    permute: bool = True,
+    sparsity: float | None = None,
+    scope: str = "local",
+    layers: str | None = None,
+    first: bool = False,
+    last: bool = False,
+    search: str = "fast",
+    time_budget: float = 10.0,
+    budget: float = 1.0,
+    seed: int = 0,
+    verify: bool | None = None,
+) -> tuple[Graph, SparsityReport]:
+    """`sparsify` (same options), and the report: per layer sparsity, kept magnitude (with and without
+    the permutation), weight and output error; the output error against the budget; skipped layers."""
+    from dataclasses import replace
+
+    from graphprune.ir.sparsity import parse_pattern
+    from graphprune.passes.analysis.sparsity_report import SparsityReport
+    from graphprune.passes.transform.sparse_permute import PermuteForSparsity
+    from graphprune.passes.transform.sparsify import Sparsify
+
+    if sparsity is not None and parse_pattern(pattern).kind == "nm":
+        raise ValueError(f"pattern {pattern!r} fixes the sparsity (1 - N/M); give sparsity only with block or "
+                         "unstructured patterns")
+    target = 0.5 if sparsity is None else float(sparsity)
+    sp = Sparsify(pattern=pattern, sparsity=target, scope=scope, layers=layers or "", first=first, last=last,
+                  budget=budget, seed=seed)
+    passes: list[Any] = [sp]
+    if permute:
+        passes.insert(0, PermuteForSparsity(pattern=pattern, sparsity=target, layers=layers or "", first=first,
+                                            last=last, search=search, time_budget=time_budget, seed=seed))
+    results = _LastResult()
+    out = optimize(graph, Pipeline(passes), verify=verify, instruments=[results])
+    st = results.stats[Sparsify.name]
+    perm = results.stats.get(PermuteForSparsity.name, {})
+    unpermuted: dict[str, float] = {}
+    if permute:  # what the same masks would keep on the weights in their original order
+        from graphprune.passes.transform.sparsify import kept_fraction
+
+        layers_found, _, masks = sp.masks(graph)
+        unpermuted = {lay.weight.name: kept_fraction(lay.weight.data, m) for lay, m in zip(layers_found, masks,
+                                                                                             strict=True)}
+    rows = tuple(replace(r, kept_unpermuted=unpermuted.get(r.weight)) for r in st["layers"])
+    report = SparsityReport(
+        st["pattern"], rows, tuple(st["skipped"]), results.error[Sparsify.name], budget,
+        tuple(perm.get("groups", ())), tuple(perm.get("skipped", ())), search if permute else "plain",
+    )
+    return out, report
+
+
 class _LastResult(Instrument):
-    """Keeps the stats of every pass that ran, by pass name (the last run of each)."""
+    """Keeps the stats and measured error of every pass that ran, by pass name (the last run of each)."""
 
     def __init__(self) -> None:
         self.stats: dict[str, dict[str, Any]] = {}
+        self.error: dict[str, Any] = {}
 
     def after_pass(self, p: Any, graph: Graph, result: PassResult) -> None:
         self.stats[p.name] = result.stats
+        self.error[p.name] = result.error

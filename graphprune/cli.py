@@ -6,7 +6,13 @@
     graphprune prune MODEL -o OUT [--channels 0.5 | --target-macs F | --target-params F] [--criterion C]
                      [--unconstrained [--reorder search|upscale|none] [--contiguity F]]
                      [--scope local|global] [--round-to N] [--keep NODE ...] [--calib inputs.npz]
+                     [--sparsity 2:4|block:4x1|unstructured [--sparsity-target F] [--sparsity-scope S]
+                      [--permute [--search fast|strong] [--search-time S]] [--layers REGEX]
+                      [--first-layer] [--last-layer] [--error-budget F]]
                      [--report report.json] [--plot widths.png] [--verify]
+
+With --sparsity alone no channels are removed; with --channels too, channels go first, then the
+remaining weights take the sparsity pattern.
 
 MODEL is an .onnx file, a .gpir text file, or `file.py:factory` where factory() returns
 (torch.nn.Module, example_inputs). Errors print one line and exit 2; nothing is written on error.
@@ -203,6 +209,33 @@ def _bins_text(b: np.ndarray) -> str:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    channels = args.channels is not None or args.target_macs is not None or args.target_params is not None
+    channels = channels or args.sparsity is None  # the command prunes channels (half) unless told otherwise
+    if args.sparsity is not None:
+        from .ir.sparsity import parse_pattern
+
+        try:
+            sparse_pattern = parse_pattern(args.sparsity)
+        except ValueError as e:
+            raise GraphpruneError(f"--sparsity: {e}") from None
+        if sparse_pattern.kind == "nm" and args.sparsity_target is not None:
+            raise GraphpruneError(f"--sparsity-target applies to block and unstructured patterns; N:M "
+                                  f"({sparse_pattern}) removes 1 - N/M")
+        if sparse_pattern.kind == "nm" and args.sparsity_scope == "global":
+            raise GraphpruneError("--sparsity-scope global ranks blocks or elements across layers; "
+                                  f"N:M ({sparse_pattern}) fixes every group: leave it local")
+        if args.layers is not None:
+            try:
+                re.compile(args.layers)
+            except re.error as e:
+                raise GraphpruneError(f"--layers {args.layers!r}: not a regular expression ({e})") from None
+    else:
+        given = [o for o, v in (("--permute", args.permute), ("--layers", args.layers),
+                                ("--sparsity-target", args.sparsity_target)) if v]
+        if given:
+            raise GraphpruneError(f"{given[0]} applies to --sparsity; give a pattern such as --sparsity 2:4")
+    if args.plot is not None and not channels:
+        raise GraphpruneError("--plot draws the widths channel pruning leaves; add --channels, or drop --plot")
     if args.criterion == "taylor" and args.calib is None:
         raise GraphpruneError("--criterion taylor needs --calib inputs.npz (one array per model input)")
     for pattern in args.keep:
@@ -222,35 +255,67 @@ def _prune(args: argparse.Namespace) -> int:
 
     graph = load_model(args.model)
     _check_keep(graph, args.keep)
+    if args.layers is not None:
+        _check_names(graph, [args.layers], "--layers")
     calib = _load_calib(Path(args.calib), graph) if args.calib is not None else None
     if calib is not None and args.criterion != "taylor":
         warnings.warn(f"--calib is used by --criterion taylor only; {args.criterion} ignores it", stacklevel=1)
-    pruned, report = api.prune_with_report(
-        graph,
-        args.channels,
-        criterion=args.criterion,
-        scope=args.scope,
-        round_to=args.round_to,
-        target_macs=args.target_macs,
-        target_params=args.target_params,
-        keep=args.keep,
-        calib=calib,
-        verify=args.verify,
-        constrained=not args.unconstrained,
-        reorder=args.reorder or "search",
-        contiguity=args.contiguity,
-    )
+    pruned, report = graph, None
+    if channels:
+        pruned, report = api.prune_with_report(
+            graph,
+            0.5 if args.channels is None else args.channels,
+            criterion=args.criterion,
+            scope=args.scope,
+            round_to=args.round_to,
+            target_macs=args.target_macs,
+            target_params=args.target_params,
+            keep=args.keep,
+            calib=calib,
+            verify=args.verify,
+            constrained=not args.unconstrained,
+            reorder=args.reorder or "search",
+            contiguity=args.contiguity,
+        )
+    sparse_report = None
+    if args.sparsity is not None:
+        pruned, sparse_report = api.sparsify_with_report(
+            pruned,
+            args.sparsity,
+            permute=args.permute,
+            sparsity=args.sparsity_target,
+            scope=args.sparsity_scope,
+            layers=args.layers,
+            first=args.first_layer,
+            last=args.last_layer,
+            search=args.search,
+            time_budget=args.search_time,
+            budget=args.error_budget,
+            verify=args.verify,
+        )
+        if not sparse_report.layers:
+            why = "; ".join(f"{n}: {r}" for n, r in sparse_report.skipped[:3]) or "the model has no layer with weights"
+            raise GraphpruneError(f"--sparsity {args.sparsity}: no layer takes the pattern ({why}"
+                                  f"{' ...' if len(sparse_report.skipped) > 3 else ''}); nothing was written")
     with _staged(outputs) as staged:
         api.save(pruned, staged[out])
         if args.report is not None:
-            text = json.dumps({"model": args.model, **report.to_json()}, indent=2) + "\n"
-            staged[Path(args.report)].write_text(text, encoding="utf-8")
-        if args.plot is not None:
+            doc: dict[str, object] = {"model": args.model, **(report.to_json() if report is not None else {})}
+            if sparse_report is not None:
+                doc["sparsity"] = sparse_report.to_json()
+            staged[Path(args.report)].write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        if args.plot is not None and report is not None:
             report.plot(staged[Path(args.plot)])
-    print(report.table())
-    print()
+    for part in (report, sparse_report):
+        if part is not None:
+            print(part.table())
+            print()
     if args.verify:
-        print("contract verified: the pruned graph equals the masked original (float64)")
+        if report is not None:
+            print("contract verified: the pruned graph equals the masked original (float64)")
+        if sparse_report is not None:
+            print(f"contracts verified: the permutation is exact; the sparse outputs are within the error budget "
+                  f"(relative L2 <= {args.error_budget:g})")
     print("wrote " + ", ".join(str(p) for p in outputs))
     return 0
 
@@ -299,12 +364,16 @@ def _staged(paths: Sequence[Path]) -> Iterator[dict[Path, Path]]:
 
 def _check_keep(graph: Graph, patterns: Sequence[str]) -> None:
     """A --keep that matches nothing is a typo, not a request to prune everything."""
+    _check_names(graph, patterns, "--keep")
+
+
+def _check_names(graph: Graph, patterns: Sequence[str], option: str) -> None:
     names = {n.name for n in graph.nodes} | {v.name for v in graph.values()}
     for pattern in patterns:
         rx = re.compile(pattern)
         if not any(name and rx.fullmatch(name) for name in names):
             raise GraphpruneError(
-                f"--keep {pattern!r} matches no node or value name of the model (names match whole; "
+                f"{option} {pattern!r} matches no node or value name of the model (names match whole; "
                 "`graphprune inspect --all` lists the layers)"
             )
 
@@ -393,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("prune", help="remove channels, write the smaller model and report what changed")
     r.add_argument("model", help="model.onnx, graph.gpir, or file.py:factory returning (module, inputs)")
     r.add_argument("-o", "--output", required=True, help="output .onnx or .gpir")
-    r.add_argument("--channels", type=_fraction(upper_open=True), default=0.5,
-                   help="fraction of prunable channels to remove, in [0, 1) (default 0.5)")
+    r.add_argument("--channels", type=_fraction(upper_open=True), default=None,
+                   help="fraction of prunable channels to remove, in [0, 1) (default 0.5; none with --sparsity)")
     r.add_argument("--criterion", choices=CRITERIA, default="l2",
                    help="channel importance (default l2); taylor needs --calib")
     r.add_argument("--scope", choices=("local", "global"), default="local",
@@ -409,6 +478,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node or value names (regexes, matched whole) whose channels stay")
     r.add_argument("--calib", metavar="INPUTS.npz",
                    help="calibration inputs for taylor: one array per model input, in order or keyed by name")
+    r.add_argument("--sparsity", metavar="PATTERN",
+                   help="then zero weights in a pattern: N:M (2:4, 1:4, 4:8 ...), block:RxC (block:4x1) or "
+                        "unstructured")
+    r.add_argument("--sparsity-target", type=_fraction(lower_open=True, upper_open=True), metavar="F",
+                   help="fraction of weights removed by block and unstructured patterns, in (0, 1) (default 0.5)")
+    r.add_argument("--sparsity-scope", choices=("local", "global"), default="local",
+                   help="local: every layer at the target; global: LAMP ranking across layers (blocks, unstructured)")
+    r.add_argument("--permute", action="store_true",
+                   help="permute channels first (exact) so the pattern keeps more weight magnitude")
+    r.add_argument("--search", choices=("plain", "fast", "strong"), default="fast",
+                   help="the permutation search: fast (sort and deal, local refinement) or strong (stripe-pair "
+                        "search within --search-time)")
+    r.add_argument("--search-time", type=float, default=10.0, metavar="S",
+                   help="seconds the strong search may take in all (default 10)")
+    r.add_argument("--layers", metavar="REGEX",
+                   help="only layers whose node or weight name matches (whole) take the pattern")
+    r.add_argument("--first-layer", action="store_true", help="sparsify the first layers (reading the input) too")
+    r.add_argument("--last-layer", action="store_true", help="sparsify the last layers (the classifier) too")
+    r.add_argument("--error-budget", type=float, default=1.0, metavar="F",
+                   help="largest relative L2 error of the outputs --verify accepts after sparsifying (default 1)")
     r.add_argument("--report", metavar="REPORT.json", help="also write the report as JSON")
     r.add_argument("--plot", metavar="WIDTHS.png", help="also write a bar chart of the widths per layer")
     r.add_argument("--unconstrained", action="store_true",

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -65,6 +65,10 @@ class PassResult:
     # MASK_EQUIVALENT passes return the masked reference their output must equal, as a function so
     # that it is built only when a verifier asks for it
     reference: Callable[[], Graph] | None = None
+    # APPROXIMATE passes: the error of the outputs against the graph before the pass, as the pass
+    # measured it on sample inputs (None when it did not measure), and the budget it declares
+    error: Metrics | None = None
+    budget: float | None = None
 
     @staticmethod
     def unchanged() -> PassResult:
@@ -147,10 +151,25 @@ class StructuralVerifier(Instrument):
 
 @dataclass
 class Metrics:
+    """Error of outputs against a reference: max |diff|, ||diff|| / ||ref||, cosine, and max |ref|."""
+
     max_abs: float
     rel_l2: float
     cosine: float
     scale: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"max_abs": self.max_abs, "rel_l2": self.rel_l2, "cosine": self.cosine, "scale": self.scale}
+
+    @staticmethod
+    def measure(ref_graph: Graph, graph: Graph, *, seed: int = 0, bindings: dict[str, int] | None = None) -> Metrics:
+        """Both graphs on the same sample inputs, in float64."""
+        inputs = sample_inputs(ref_graph, seed=seed, bindings=bindings)
+        ref = ref_graph.run(*inputs, dtype="float64")
+        got = graph.run(*inputs, dtype="float64")
+        if [r.shape for r in ref] != [g.shape for g in got]:
+            raise VerificationError(f"output shapes changed: {[r.shape for r in ref]} -> {[g.shape for g in got]}")
+        return Metrics.between(ref, got)
 
     @staticmethod
     def between(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> Metrics:
@@ -175,18 +194,28 @@ def exact_tolerance(graph: Graph) -> float:
     return max(1e-10, 64 * eps)
 
 
+class Record(NamedTuple):
+    """One verified pass: its name, the error of its outputs, and its budget (APPROXIMATE passes)."""
+
+    pass_name: str
+    metrics: Metrics
+    budget: float | None
+
+
 class NumericalVerifier(Instrument):
     """Checks each pass's contract on sample inputs, computing in float64.
 
     EXACT: outputs equal the graph before the pass. MASK_EQUIVALENT: outputs equal the reference the
-    pass returned (the original with pruned channels masked), to about 1e-10. APPROXIMATE: metrics
-    are recorded in `self.records` and must stay within the pass's `budget` (max relative L2 error).
+    pass returned (the original with pruned channels masked), to about 1e-10. APPROXIMATE: max-abs,
+    relative L2 and cosine error against the graph before the pass are recorded in `self.records`
+    with the budget the pass declares (its `budget` field: the largest relative L2 error it allows,
+    required), and the relative L2 error must stay within it.
     """
 
     def __init__(self, *, seed: int = 0, bindings: dict[str, int] | None = None) -> None:
         self.seed = seed
         self.bindings = bindings
-        self.records: list[tuple[str, Metrics]] = []
+        self.records: list[Record] = []
         self._before: Graph | None = None
 
     def before_pass(self, p: Pass, graph: Graph) -> None:
@@ -201,22 +230,22 @@ class NumericalVerifier(Instrument):
             ref_graph = self._before
         if ref_graph is None:
             raise VerificationError(f"pass {p.name!r} is MASK_EQUIVALENT but returned no masked reference")
-        inputs = sample_inputs(ref_graph, seed=self.seed, bindings=self.bindings)
-        ref = ref_graph.run(*inputs, dtype="float64")
-        got = graph.run(*inputs, dtype="float64")
-        if [r.shape for r in ref] != [g.shape for g in got]:
-            raise VerificationError(
-                f"pass {p.name!r} changed output shapes: {[r.shape for r in ref]} -> {[g.shape for g in got]}"
-            )
-        m = Metrics.between(ref, got)
-        self.records.append((p.name, m))
+        try:
+            m = Metrics.measure(ref_graph, graph, seed=self.seed, bindings=self.bindings)
+        except VerificationError as e:
+            raise VerificationError(f"pass {p.name!r} changed the outputs: {e}") from None
         if p.contract is Contract.APPROXIMATE:
-            budget = float(getattr(p, "budget", 0.0))
+            budget = result.budget if result.budget is not None else getattr(p, "budget", None)
+            if budget is None:
+                raise VerificationError(f"pass {p.name!r} is APPROXIMATE but declares no error budget")
+            self.records.append(Record(p.name, m, float(budget)))
             if m.rel_l2 > budget:
                 raise VerificationError(
-                    f"pass {p.name!r} exceeds its error budget: relative L2 error {m.rel_l2:.3g} > {budget:.3g}"
+                    f"pass {p.name!r} exceeds its error budget: relative L2 error {m.rel_l2:.3g} > {budget:.3g} "
+                    f"(max abs {m.max_abs:.3g}, cosine {m.cosine:.4f})"
                 )
             return
+        self.records.append(Record(p.name, m, None))
         tol = exact_tolerance(ref_graph) if p.contract is Contract.EXACT else 1e-10
         if m.max_abs > tol * max(1.0, m.scale):
             raise VerificationError(

@@ -7,11 +7,15 @@ from .transform.fold_bn import FoldBatchNorm
 from .transform.permute_channels import PermuteChannels
 from .transform.prune_channels import PruneChannels
 from .transform.reorder import Reorder
+from .transform.sparse_permute import PermuteForSparsity
+from .transform.sparsify import Sparsify
 
 REGISTRY: dict[str, type] = {
     DeadCodeElimination.name: DeadCodeElimination,
     FoldBatchNorm.name: FoldBatchNorm,
     PruneChannels.name: PruneChannels,
+    Sparsify.name: Sparsify,
     PermuteChannels.name: PermuteChannels,
+    PermuteForSparsity.name: PermuteForSparsity,
     Reorder.name: Reorder,
 }

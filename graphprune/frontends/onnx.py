@@ -17,6 +17,7 @@ Values are kept in three forms while importing, so that the IR only sees what it
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -2220,11 +2221,47 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto, name: str | None) -> 
             proto = inliner.inline_local_functions(proto)
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"{label}: cannot inline the model's local functions: {e}") from None
+    sparse_props = {p.key: p.value for p in proto.metadata_props}.get("graphprune.sparsity")
     proto = _convert_opset(proto, label)
     proto = _infer_shapes(proto, Path(label) if base is not None else None, label)
     try:
-        return _Importer(proto, base, label, name).run()
+        graph = _Importer(proto, base, label, name).run()
     except ModelLoadError:
         raise
     except GraphpruneError as e:
         raise ModelLoadError(f"{label}: {e}") from None
+    if sparse_props:
+        _attach_sparsity(graph, sparse_props, label)
+    return graph
+
+
+def _attach_sparsity(graph: Graph, text: str, label: str) -> None:
+    """Rebuild the sparsity records graphprune wrote into the model's metadata: the mask comes from the
+    weight's zeros (completed to the pattern); a record that does not fit is dropped with a warning."""
+    from ..ir.sparsity import Sparsity, mask_from_data, parse_pattern
+
+    try:
+        entries = json.loads(text)
+        if not isinstance(entries, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        warnings.warn(f"{label}: metadata graphprune.sparsity is not readable ({e}); masks not restored",
+                      stacklevel=2)
+        return
+    consts = {c.name: c for c in graph.constants}
+    for name, entry in entries.items():
+        v = consts.get(name)
+        try:
+            p = parse_pattern(str(entry["pattern"]))
+            axis, out_axis = int(entry["axis"]), int(entry["out_axis"])
+            if v is None:
+                raise ValueError("no constant of that name")
+            data = np.asarray(v.data)
+            rec = Sparsity(str(p), axis, out_axis, mask_from_data(p, data, axis, out_axis))
+            found = rec.problems(data, name)
+            if found:
+                raise ValueError("; ".join(found))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            warnings.warn(f"{label}: sparsity record of {name!r} not restored: {e}", stacklevel=2)
+            continue
+        graph.set_sparsity(v, rec)

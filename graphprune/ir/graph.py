@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import GraphError
 from .ops import SPECS, NoAttrs, Op
+from .sparsity import Sparsity, check_record
 from .types import DType, TensorType
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 class Value:
     """An SSA value. `producer` is None for graph inputs and constants."""
 
-    __slots__ = ("name", "type", "producer", "index", "_uses", "_data", "_loader", "_digest", "source")
+    __slots__ = ("name", "type", "producer", "index", "_uses", "_data", "_loader", "_digest", "source", "sparsity")
 
     def __init__(self, name: str, type: TensorType) -> None:
         self.name = name
@@ -38,6 +39,8 @@ class Value:
         self._loader: Callable[[], np.ndarray] | None = None
         self._digest: str | None = None  # content hash of a constant whose data is not present
         self.source: str | None = None  # provenance: the framework's name for this tensor
+        # the keep mask and pattern of a sparsified weight (see sparsity.py); set through the Graph
+        self.sparsity: Sparsity | None = None
 
     @property
     def uses(self) -> tuple[tuple[Node, int], ...]:
@@ -119,6 +122,9 @@ class Node:
 
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+_KEEP = object()  # replace_const_data: keep the constant's sparsity record
 
 
 def _freeze(arr: np.ndarray) -> np.ndarray:
@@ -321,13 +327,37 @@ class Graph:
         del self._constants[value.name]
         self._names.discard(value.name)
 
-    def replace_const_data(self, value: Value, data: np.ndarray) -> None:
-        """Give a constant new data (a new array; shapes may change, consumers are re-typed later)."""
+    def replace_const_data(
+        self, value: Value, data: np.ndarray, *, sparsity: Sparsity | None | object = _KEEP
+    ) -> None:
+        """Give a constant new data (a new array; shapes may change, consumers are re-typed later).
+
+        A sparsity record stays when the new data still fits it (zeros outside the mask: BN folding
+        scales rows); otherwise pass the record that fits the new data, or `sparsity=None`."""
         if not value.is_const:
             raise GraphError(f"%{value.name} is not a constant")
         data = _freeze(np.asarray(data))
+        if sparsity is _KEEP:
+            sparsity = value.sparsity
+            if sparsity is not None and sparsity.problems(data, value.name):
+                raise GraphError(
+                    f"constant %{value.name} carries a {sparsity.pattern} sparsity mask that its new data "
+                    f"(shape {data.shape}) does not fit: pass sparsity= (the mask moved or sliced like the data, "
+                    "Sparsity.reindexed) or sparsity=None to drop it"
+                )
+        elif sparsity is not None:
+            check_record(sparsity, data, value.name)  # type: ignore[arg-type]
         value._data, value._loader, value._digest = data, None, None
         value.type = TensorType(DType.from_numpy(data.dtype), tuple(int(d) for d in data.shape))
+        value.sparsity = sparsity  # type: ignore[assignment]
+
+    def set_sparsity(self, value: Value, sparsity: Sparsity | None) -> None:
+        """Attach (or drop, with None) a sparsity record; the data must already be zero outside its mask."""
+        if not value.is_const:
+            raise GraphError(f"%{value.name} is not a constant; only weights carry sparsity masks")
+        if sparsity is not None and value.has_data:
+            check_record(sparsity, np.asarray(value.data), value.name)
+        value.sparsity = sparsity
 
     def sort(self) -> None:
         """Restore topological order (stable: keeps the current order where it is already valid)."""
@@ -366,6 +396,7 @@ class Graph:
                 digest=v._digest,
                 source=v.source,
             )
+            nv.sparsity = v.sparsity  # records are immutable: shared like the arrays
             vmap[id(v)] = nv
         for n in self._nodes:
             nn = g.add_node(

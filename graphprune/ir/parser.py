@@ -16,6 +16,7 @@ import numpy as np
 from .errors import ParseError
 from .graph import Graph, Value
 from .ops import SPECS, NoAttrs, Op
+from .sparsity import Sparsity, mask_digest, mask_from_data, parse_pattern, unpack_bits
 from .types import Dim, DType, TensorType
 
 _TOKEN = re.compile(
@@ -225,6 +226,61 @@ def _data(lx: _Lexer, t: TensorType, where: str) -> np.ndarray | str:
     return arr
 
 
+def _sparsity(lx: _Lexer, where: str) -> tuple[str, int, int, str]:
+    """sparsity<"2:4", axis=1, out=0, mask="bits:..."> -> (pattern, axis, out axis, mask text)."""
+    lx.expect("<")
+    pattern = json.loads(lx.kind("str", "the quoted sparsity pattern"))
+    got: dict[str, Any] = {}
+    for key in ("axis", "out", "mask"):
+        lx.expect(",")
+        lx.expect(key)
+        lx.expect("=")
+        got[key] = _value(lx)
+    lx.expect(">")
+    if not (isinstance(got["axis"], int) and isinstance(got["out"], int) and isinstance(got["mask"], str)):
+        raise ParseError(f"{where}: sparsity needs integer axis and out and a quoted mask, got {got}")
+    return pattern, got["axis"], got["out"], got["mask"]
+
+
+def _attach(graph: Graph, v: Value, record: tuple[str, int, int, str], weights: dict[str, np.ndarray] | None,
+            where: str) -> None:
+    """Attach a parsed sparsity record. An elided mask comes from weights["<name>.mask"], or is
+    recovered from the weight's zeros and checked against its digest."""
+    pattern, axis, out_axis, mask_text = record
+    try:
+        p = parse_pattern(pattern)
+    except ValueError as e:
+        raise ParseError(f"{where}: {e}") from None
+    kind, _, payload = mask_text.partition(":")
+    shape = tuple(int(d) for d in v.type.shape)
+    mask: np.ndarray | None = None
+    digest = None
+    if kind == "bits":
+        try:
+            mask = unpack_bits(payload, shape)
+        except ValueError as e:
+            raise ParseError(f"{where}: sparsity mask of %{v.name}: {e}") from None
+    elif kind == "elided":
+        digest = payload
+        given = None if weights is None else weights.get(f"{v.name}.mask")
+        if given is not None:
+            mask = np.asarray(given, bool)
+        elif v.has_data:
+            mask = mask_from_data(p, np.asarray(v.data), axis, out_axis)
+        if mask is not None and mask_digest(mask) != digest:
+            raise ParseError(
+                f"{where}: the sparsity mask of %{v.name} does not match digest {digest}; pass the mask as "
+                f"weights[{v.name + '.mask'!r}]"
+            )
+    else:
+        raise ParseError(f"{where}: a sparsity mask is \"bits:<hex>\" or \"elided:<digest>\", got {mask_text!r}")
+    rec = Sparsity(str(p), axis, out_axis, mask, None if mask is not None else digest)
+    found = rec.problems(np.asarray(v.data) if v.has_data else None, v.name)
+    if found:
+        raise ParseError(f"{where}: " + "; ".join(found))
+    v.sparsity = rec
+
+
 def parse_graph(text: str, weights: dict[str, np.ndarray] | None = None) -> Graph:
     lx = _Lexer(text)
     lx.expect("graph")
@@ -270,6 +326,7 @@ def parse_graph(text: str, weights: dict[str, np.ndarray] | None = None) -> Grap
             if lx.accept("source"):
                 lx.expect("=")
                 source = json.loads(lx.kind("str", "a quoted source name"))
+            record = _sparsity(lx, where) if lx.accept("sparsity") else None
             if isinstance(data, str):
                 arr = None if weights is None else weights.get(names[0])
                 v = graph.add_const(names[0], type=t, digest=data, source=source)
@@ -281,6 +338,8 @@ def parse_graph(text: str, weights: dict[str, np.ndarray] | None = None) -> Grap
             else:
                 v = graph.add_const(names[0], data, source=source)
                 v.type = t
+            if record is not None:
+                _attach(graph, v, record, weights, where)
             define(v)
             continue
         opname = lx.kind("ident", "an op name")

@@ -24,6 +24,7 @@ from .errors import GraphError
 from .graph import Graph, Value
 from .ops import NoAttrs, attr_fields
 from .roles import weight_uses
+from .sparsity import pack_bits
 from .types import DType
 
 INLINE_LIMIT = 16
@@ -86,6 +87,15 @@ def format_data(value: Value, full: bool) -> str:
     return "dense<[" + ", ".join(_scalar(x, t.dtype) for x in flat) + "]>"
 
 
+def format_sparsity(value: Value, full: bool) -> str:
+    """sparsity<"2:4", axis=1, out=0, mask="bits:<hex>"> (or mask="elided:<digest>" when the data is elided)."""
+    rec = value.sparsity
+    assert rec is not None
+    inline = rec.mask is not None and (full or value.type.numel() <= INLINE_LIMIT)
+    mask = f"bits:{pack_bits(rec.mask)}" if inline else f"elided:{rec.mask_digest()}"  # type: ignore[arg-type]
+    return f"sparsity<{json.dumps(rec.pattern)}, axis={rec.axis}, out={rec.out_axis}, mask={json.dumps(mask)}>"
+
+
 def print_graph(graph: Graph, *, full: bool = False) -> str:
     ins = ", ".join(f"{name_token(v.name)}: {v.type}" for v in graph.inputs)
     lines = [f"graph @{json.dumps(graph.name)}({ins}) {{"]
@@ -93,6 +103,8 @@ def print_graph(graph: Graph, *, full: bool = False) -> str:
         line = f"  {name_token(c.name)} = const {c.type} {format_data(c, full)}"
         if c.source is not None and c.source != c.name:
             line += f" source={json.dumps(c.source)}"
+        if c.sparsity is not None:
+            line += " " + format_sparsity(c, full)
         uses = weight_uses(c)
         if uses:
             line += "  # " + ",".join(r.value for r in uses[0][2])

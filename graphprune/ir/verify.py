@@ -38,6 +38,8 @@ def problems(graph: Graph) -> list[str]:
         defined.add(id(c))
         if not c.is_const:
             out.append(f"constant %{c.name} has no data; add it with Graph.add_const(name, array)")
+        if c.sparsity is not None:
+            out.extend(c.sparsity.problems(c.data if c.has_data else None, c.name))
 
     nodes = graph.nodes
     members = {id(n) for n in nodes}

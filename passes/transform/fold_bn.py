@@ -64,6 +64,8 @@ class FoldBatchNorm:
             bias = s * (b - mean) + beta
             dtype = w_val.type.dtype.numpy
             new_w = graph.add_const(w_val.name + ".folded", w.astype(dtype), source=w_val.source, unique=True)
+            if w_val.sparsity is not None:  # scaling output rows keeps every zero: the mask still holds
+                graph.set_sparsity(new_w, w_val.sparsity)
             new_b = graph.add_const(bn.name + ".folded_bias" if bn.name else "folded_bias", bias.astype(dtype),
                                     unique=True)
             fused = graph.add_node(

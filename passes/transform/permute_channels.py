@@ -41,7 +41,14 @@ from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 
 from ..analysis.coupling import Coupling, CouplingAnalysis, CouplingGroup, Member
 
-__all__ = ["PermuteChannels", "apply_permutation", "check_permutation", "permutable", "sorted_within_bins"]
+__all__ = [
+    "PermuteChannels",
+    "apply_permutation",
+    "bin_classes",
+    "check_permutation",
+    "permutable",
+    "sorted_within_bins",
+]
 
 
 def permutable(group: CouplingGroup) -> bool:
@@ -108,12 +115,18 @@ def apply_permutation(graph: Graph, coupling: Coupling, perms: dict[int, np.ndar
             src = _member_source(m, perm, group.size)
             if src is None:
                 continue
-            data = np.asarray(m.value.data)
-            moved = np.moveaxis(data, m.axes, range(len(m.axes)))
-            block = moved.shape[: len(m.axes)]
-            flat = moved.reshape(-1, *moved.shape[len(m.axes) :])[src]
-            new = np.moveaxis(flat.reshape(*block, *moved.shape[len(m.axes) :]), range(len(m.axes)), m.axes)
-            graph.replace_const_data(m.value, np.ascontiguousarray(new))
+
+            def moved(arr: np.ndarray, m: Member = m, src: np.ndarray = src) -> np.ndarray:
+                front = np.moveaxis(arr, m.axes, range(len(m.axes)))
+                block = front.shape[: len(m.axes)]
+                flat = front.reshape(-1, *front.shape[len(m.axes) :])[src]
+                back = np.moveaxis(flat.reshape(*block, *front.shape[len(m.axes) :]), range(len(m.axes)), m.axes)
+                return np.ascontiguousarray(back)
+
+            # a sparsity mask moves with its weight (its pattern stays only if its groups still line up)
+            rec = m.value.sparsity
+            record = rec.reindexed(moved(rec.mask)) if rec is not None and rec.mask is not None else None
+            graph.replace_const_data(m.value, moved(np.asarray(m.value.data)), sparsity=record)
     if coupling.cuts:
         _rewrite_cuts(graph, coupling, checked)
 
@@ -155,14 +168,18 @@ def _rewrite_cuts(graph: Graph, coupling: Coupling, perms: dict[int, np.ndarray]
             graph.remove_const(idx)
 
 
+def bin_classes(group: CouplingGroup) -> list[np.ndarray]:
+    """The slots whose units may trade places: units sharing every bin id form one class."""
+    key = np.zeros(group.size, dtype=np.int64)
+    for unit_bin in group.bins:
+        key = key * (int(unit_bin.max()) + 2) + (unit_bin + 1)
+    return [np.flatnonzero(key == k) for k in np.unique(key)]
+
+
 def sorted_within_bins(group: CouplingGroup, scores: np.ndarray) -> np.ndarray:
     """The permutation that orders each bin's units by descending score, in the bin's own slots."""
-    key = np.zeros(group.size, dtype=np.int64)
-    for unit_bin in group.bins:  # units sharing every bin id form one class
-        key = key * (int(unit_bin.max()) + 2) + (unit_bin + 1)
     perm = np.arange(group.size)
-    for k in np.unique(key):
-        slots = np.flatnonzero(key == k)
+    for slots in bin_classes(group):
         perm[slots] = slots[np.argsort(-np.asarray(scores)[slots], kind="stable")]
     return perm
 

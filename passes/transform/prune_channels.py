@@ -109,18 +109,23 @@ def _slice_const(graph: Graph, value: Value, masks: list[tuple[tuple[int, ...], 
     outer = np.ones(full.shape, bool)
     for i, line in enumerate(lines):
         outer = outer & line.reshape([-1 if j == i else 1 for j in range(full.ndim)])
-    if np.array_equal(full, outer):
-        # whole rows and columns go (the common case): one cheap compress per axis
-        for a, line in zip(axes, lines, strict=True):
-            data = np.compress(line, data, axis=a)
-        graph.replace_const_data(value, data)
-        return
-    moved = np.moveaxis(data, axes, range(len(axes)))
-    rest = moved.shape[len(axes) :]
-    packed = moved.reshape(-1, *rest)[full.reshape(-1)]
-    new = kept_shape(full, f"constant %{value.name}")
-    packed = packed.reshape(*new, *rest)
-    graph.replace_const_data(value, np.moveaxis(packed, range(len(axes)), axes))
+    new = kept_shape(full, f"constant %{value.name}") if not np.array_equal(full, outer) else None
+
+    def sliced(arr: np.ndarray) -> np.ndarray:
+        if new is None:
+            # whole rows and columns go (the common case): one cheap compress per axis
+            for a, line in zip(axes, lines, strict=True):
+                arr = np.compress(line, arr, axis=a)
+            return arr
+        moved = np.moveaxis(arr, axes, range(len(axes)))
+        rest = moved.shape[len(axes) :]
+        packed = moved.reshape(-1, *rest)[full.reshape(-1)].reshape(*new, *rest)
+        return np.moveaxis(packed, range(len(axes)), axes)
+
+    # a sparse weight's mask loses the same elements (and its pattern, if the groups no longer line up)
+    rec = value.sparsity
+    record = rec.reindexed(sliced(rec.mask)) if rec is not None and rec.mask is not None else None
+    graph.replace_const_data(value, sliced(data), sparsity=record)
 
 
 def apply_prune(graph: Graph, coupling: Coupling, keep: dict[int, np.ndarray]) -> None:
