@@ -1,0 +1,335 @@
+// Dense kernels: a blocked, register-tiled GEMM (packed A and B panels, an MR x NR accumulator tile
+// kept in vector registers), convolution on top of it (1x1 as GEMM, im2col + GEMM per group, direct
+// depthwise), batched matmul and transposed convolution.
+#include <algorithm>
+#include <cstring>
+
+#include "gprt/gprt.h"
+#include "gprt/vec.h"
+
+namespace gprt {
+
+// Register tile: MR rows x NV vectors. Sized so that accumulators + B loads + one broadcast fit the
+// register file: 32 registers on AVX-512 and NEON, 16 on AVX2 and on the x86 hosts running wasm.
+#if GPRT_VW == 16
+constexpr int MR = 8, NV = 2;
+#elif GPRT_VW == 8
+constexpr int MR = 6, NV = 2;
+#elif defined(__aarch64__)
+constexpr int MR = 8, NV = 2;
+#elif GPRT_VW == 4
+constexpr int MR = 4, NV = 2;
+#else
+constexpr int MR = 4, NV = 4;
+#endif
+constexpr int NR = NV * VW;
+constexpr int64_t KC = 256, MC = 128, NC = 1024;
+
+static inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+static void gemm_dims(int64_t M, int64_t N, int64_t K, int64_t* kc, int64_t* mc, int64_t* nc) {
+    *kc = std::min(K, KC);
+    *mc = std::min(round_up(M, MR), MC);
+    *nc = std::min(round_up(N, NR), NC);
+}
+
+size_t gemm_workspace(int64_t M, int64_t N, int64_t K, int threads) {
+    int64_t kc, mc, nc;
+    gemm_dims(M, N, K, &kc, &mc, &nc);
+    return (size_t)threads * (size_t)(kc * nc + mc * kc + 16) * sizeof(float);
+}
+
+// Ap[ir][k][MR]: MR rows interleaved per k, rows past m zero.
+static void pack_a(int64_t m, int64_t kc, const float* A, int64_t lda, float* Ap) {
+    for (int64_t i0 = 0; i0 < m; i0 += MR) {
+        int64_t mr = std::min<int64_t>(MR, m - i0);
+        for (int64_t k = 0; k < kc; k++) {
+            for (int64_t i = 0; i < mr; i++) Ap[i] = A[(i0 + i) * lda + k];
+            for (int64_t i = mr; i < MR; i++) Ap[i] = 0.f;
+            Ap += MR;
+        }
+    }
+}
+
+// Bp[jr][k][NR]: NR columns contiguous per k, columns past n zero.
+static void pack_b(int64_t kc, int64_t n, const float* B, int64_t ldb, float* Bp) {
+    for (int64_t j0 = 0; j0 < n; j0 += NR) {
+        int64_t nr = std::min<int64_t>(NR, n - j0);
+        for (int64_t k = 0; k < kc; k++) {
+            const float* src = B + k * ldb + j0;
+            if (nr == NR) {
+                std::memcpy(Bp, src, sizeof(float) * NR);
+            } else {
+                for (int64_t j = 0; j < nr; j++) Bp[j] = src[j];
+                for (int64_t j = nr; j < NR; j++) Bp[j] = 0.f;
+            }
+            Bp += NR;
+        }
+    }
+}
+
+struct Epilogue {
+    const float* bias;  // already offset to this tile's first row / column
+    BiasKind kind;
+    bool first, last;
+    Act act;
+};
+
+static void ukernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int64_t mr, int64_t nr,
+                    const Epilogue& ep) {
+    vf acc[MR][NV];
+    const bool full = mr == MR && nr == NR;
+    float tile[MR * NR];
+    if (ep.first) {
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) {
+                float v = 0.f;
+                if (ep.kind == kBiasRow && i < mr) v = ep.bias[i];
+                if (ep.kind == kBiasCol && j < nr) v = ep.bias[j];
+                tile[i * NR + j] = v;
+            }
+    } else if (!full) {
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nr; j++) tile[i * NR + j] = C[i * ldc + j];
+    }
+    GPRT_UNROLL
+    for (int i = 0; i < MR; i++) {
+        GPRT_UNROLL
+        for (int j = 0; j < NV; j++)
+            acc[i][j] = (!ep.first && full) ? vload(C + i * ldc + j * VW) : vload(tile + i * NR + j * VW);
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        vf b[NV];
+        GPRT_UNROLL
+        for (int j = 0; j < NV; j++) b[j] = vload(Bp + j * VW);
+        GPRT_UNROLL
+        for (int i = 0; i < MR; i++) {
+            vf a = vbcast(Ap[i]);
+            GPRT_UNROLL
+            for (int j = 0; j < NV; j++) acc[i][j] += a * b[j];
+        }
+        Ap += MR;
+        Bp += NR;
+    }
+    const bool clamp = ep.last && (ep.act.lo != -kInf || ep.act.hi != kInf);
+    GPRT_UNROLL
+    for (int i = 0; i < MR; i++) {
+        GPRT_UNROLL
+        for (int j = 0; j < NV; j++) {
+            vf v = clamp ? vclamp(acc[i][j], ep.act.lo, ep.act.hi) : acc[i][j];
+            if (full)
+                vstore(C + i * ldc + j * VW, v);
+            else
+                vstore(tile + i * NR + j * VW, v);
+        }
+    }
+    if (!full)
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nr; j++) C[i * ldc + j] = tile[i * NR + j];
+}
+
+// One thread's share: columns [n0, n1).
+static void gemm_part(float* ws, int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind,
+                      Act act) {
+    int64_t KCb, MCb, NCb;
+    gemm_dims(M, n1 - n0, K, &KCb, &MCb, &NCb);
+    float* Bp = ws;
+    float* Ap = ws + KCb * NCb;
+    if (K == 0) {  // C = bias only
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = n0; j < n1; j++) {
+                float v = bias_kind == kBiasRow ? bias[i] : bias_kind == kBiasCol ? bias[j] : 0.f;
+                C[i * ldc + j] = std::min(std::max(v, act.lo), act.hi);
+            }
+        return;
+    }
+    for (int64_t jc = n0; jc < n1; jc += NCb) {
+        int64_t nc = std::min(NCb, n1 - jc);
+        for (int64_t pc = 0; pc < K; pc += KCb) {
+            int64_t kc = std::min(KCb, K - pc);
+            pack_b(kc, nc, B + pc * ldb + jc, ldb, Bp);
+            for (int64_t ic = 0; ic < M; ic += MCb) {
+                int64_t mc = std::min(MCb, M - ic);
+                pack_a(mc, kc, A + ic * lda + pc, lda, Ap);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        Epilogue ep;
+                        ep.kind = bias_kind;
+                        ep.bias = bias_kind == kBiasRow ? bias + ic + ir : bias_kind == kBiasCol ? bias + jc + jr
+                                                                                                  : nullptr;
+                        ep.first = pc == 0;
+                        ep.last = pc + kc == K;
+                        ep.act = act;
+                        ukernel(kc, Ap + ir * kc, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                                std::min<int64_t>(MR, mc - ir), std::min<int64_t>(NR, nc - jr), ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void gemm(Pool* pool, float* ws, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind, Act act) {
+    if (M == 0 || N == 0) return;
+    int threads = pool_size(pool);
+    int64_t strips = (N + NR - 1) / NR;
+    int64_t parts = std::min<int64_t>(threads, strips);
+    size_t per = gemm_workspace(M, N, K, 1) / sizeof(float);
+    if (parts <= 1) {
+        gemm_part(ws, M, 0, N, K, A, lda, B, ldb, C, ldc, bias, bias_kind, act);
+        return;
+    }
+    parallel_for(pool, parts, [&](int64_t b, int64_t e, int worker) {
+        for (int64_t p = b; p < e; p++) {
+            int64_t n0 = std::min(N, strips * p / parts * NR), n1 = std::min(N, strips * (p + 1) / parts * NR);
+            if (n0 < n1)
+                gemm_part(ws + per * worker, M, n0, n1, K, A, lda, B, ldb, C, ldc, bias, bias_kind, act);
+        }
+    });
+}
+
+// ---- convolution ----
+
+static bool is_pointwise(const ConvShape& s) {
+    return s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && s.PH == 0 && s.PW == 0 && s.G == 1 &&
+           s.OH == s.H && s.OW == s.W;
+}
+static bool is_depthwise(const ConvShape& s) { return s.G == s.C && s.OC == s.C && s.G > 1; }
+
+size_t conv_workspace(const ConvShape& s, int threads) {
+    int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G;
+    if (is_depthwise(s)) return 0;
+    size_t g = gemm_workspace(OCg, P, Cg * s.KH * s.KW, threads);
+    if (is_pointwise(s)) return g;
+    return g + (size_t)(Cg * s.KH * s.KW * P + 16) * sizeof(float);
+}
+
+static void im2col(const ConvShape& s, const float* x, float* cols) {
+    int64_t Cg = s.C / s.G, P = s.OH * s.OW;
+    for (int64_t c = 0; c < Cg; c++)
+        for (int64_t kh = 0; kh < s.KH; kh++)
+            for (int64_t kw = 0; kw < s.KW; kw++) {
+                float* row = cols + ((c * s.KH + kh) * s.KW + kw) * P;
+                const float* xc = x + c * s.H * s.W;
+                for (int64_t oh = 0; oh < s.OH; oh++) {
+                    int64_t ih = oh * s.SH - s.PH + kh * s.DH;
+                    float* r = row + oh * s.OW;
+                    if (ih < 0 || ih >= s.H) {
+                        std::fill(r, r + s.OW, 0.f);
+                        continue;
+                    }
+                    const float* xr = xc + ih * s.W;
+                    for (int64_t ow = 0; ow < s.OW; ow++) {
+                        int64_t iw = ow * s.SW - s.PW + kw * s.DW;
+                        r[ow] = (iw >= 0 && iw < s.W) ? xr[iw] : 0.f;
+                    }
+                }
+            }
+}
+
+static void depthwise_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        float* yr = y + oh * s.OW;
+        std::fill(yr, yr + s.OW, bias);
+        for (int64_t kh = 0; kh < s.KH; kh++) {
+            int64_t ih = oh * s.SH - s.PH + kh * s.DH;
+            if (ih < 0 || ih >= s.H) continue;
+            const float* xr = x + ih * s.W;
+            for (int64_t kw = 0; kw < s.KW; kw++) {
+                float wv = w[kh * s.KW + kw];
+                int64_t off = kw * s.DW - s.PW;  // iw = ow * SW + off must lie in [0, W)
+                int64_t lo = off >= 0 ? 0 : (-off + s.SW - 1) / s.SW;
+                int64_t hi = s.W - 1 - off < 0 ? 0 : (s.W - 1 - off) / s.SW + 1;
+                hi = std::min(hi, s.OW);
+                if (s.SW == 1) {
+                    const float* xs = xr + off;
+                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += wv * xs[ow];
+                } else {
+                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * s.SW + off];
+                }
+            }
+        }
+        if (act.lo != -kInf || act.hi != kInf)
+            for (int64_t ow = 0; ow < s.OW; ow++) yr[ow] = std::min(std::max(yr[ow], act.lo), act.hi);
+    }
+}
+
+void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const float* w, const float* b, float* y,
+            Act act) {
+    int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G, Kg = Cg * s.KH * s.KW;
+    if (is_depthwise(s)) {
+        parallel_for(pool, s.N * s.C, [&](int64_t b0, int64_t e0, int) {
+            for (int64_t nc = b0; nc < e0; nc++) {
+                int64_t c = nc % s.C;
+                depthwise_channel(s, x + nc * s.H * s.W, w + c * s.KH * s.KW, b ? b[c] : 0.f, y + nc * P, act);
+            }
+        });
+        return;
+    }
+    bool pw = is_pointwise(s);
+    float* cols = pw ? nullptr : ws;
+    float* gws = pw ? ws : ws + Kg * P + 16;
+    for (int64_t n = 0; n < s.N; n++)
+        for (int64_t g = 0; g < s.G; g++) {
+            const float* xg = x + (n * s.C + g * Cg) * s.H * s.W;
+            float* yg = y + (n * s.OC + g * OCg) * P;
+            const float* B = xg;
+            if (!pw) {
+                im2col(s, xg, cols);
+                B = cols;
+            }
+            gemm(pool, gws, OCg, P, Kg, w + g * OCg * Kg, Kg, B, P, yg, P, b ? b + g * OCg : nullptr,
+                 b ? kBiasRow : kNoBias, act);
+        }
+}
+
+void conv_transpose2d(const ConvShape& s, const float* x, const float* w, const float* b, float* y) {
+    int64_t Cg = s.C / s.G, OCg = s.OC / s.G, P = s.OH * s.OW;
+    for (int64_t n = 0; n < s.N; n++)
+        for (int64_t oc = 0; oc < s.OC; oc++) std::fill(y + (n * s.OC + oc) * P, y + (n * s.OC + oc + 1) * P, b ? b[oc] : 0.f);
+    for (int64_t n = 0; n < s.N; n++)
+        for (int64_t ic = 0; ic < s.C; ic++) {
+            int64_t g = ic / Cg;
+            const float* xc = x + (n * s.C + ic) * s.H * s.W;
+            for (int64_t oc = 0; oc < OCg; oc++) {
+                const float* wk = w + (ic * OCg + oc) * s.KH * s.KW;
+                float* yc = y + (n * s.OC + g * OCg + oc) * P;
+                for (int64_t ih = 0; ih < s.H; ih++)
+                    for (int64_t kh = 0; kh < s.KH; kh++) {
+                        int64_t oh = ih * s.SH - s.PH + kh * s.DH;
+                        if (oh < 0 || oh >= s.OH) continue;
+                        for (int64_t iw = 0; iw < s.W; iw++) {
+                            float xv = xc[ih * s.W + iw];
+                            for (int64_t kw = 0; kw < s.KW; kw++) {
+                                int64_t ow = iw * s.SW - s.PW + kw * s.DW;
+                                if (ow >= 0 && ow < s.OW) yc[oh * s.OW + ow] += xv * wk[kh * s.KW + kw];
+                            }
+                        }
+                    }
+            }
+        }
+}
+
+// ---- batched matmul ----
+
+size_t matmul_workspace(int64_t M, int64_t N, int64_t K, int threads) { return gemm_workspace(M, N, K, threads); }
+
+void matmul(Pool* pool, float* ws, int nbatch_dims, const int64_t* batch_shape, const int64_t* a_strides,
+            const int64_t* b_strides, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
+    int64_t total = 1;
+    for (int d = 0; d < nbatch_dims; d++) total *= batch_shape[d];
+    for (int64_t t = 0; t < total; t++) {
+        int64_t rem = t, ao = 0, bo = 0;
+        for (int d = nbatch_dims - 1; d >= 0; d--) {
+            int64_t i = rem % batch_shape[d];
+            rem /= batch_shape[d];
+            ao += i * a_strides[d];
+            bo += i * b_strides[d];
+        }
+        gemm(pool, ws, M, N, K, A + ao, K, B + bo, N, C + t * M * N, N, nullptr, kNoBias, kNoAct);
+    }
+}
+
+}  // namespace gprt
