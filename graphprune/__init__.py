@@ -7,9 +7,10 @@
     groups = gp.coupling_groups(graph)             # channels that must be pruned together
     graph = gp.prune(graph, channels=0.5, criterion="l2", scope="global", round_to=8)
     gp.save(graph, "out.onnx")
+    art = gp.compile(graph, backend="cpp", target="host", out_dir="build/")  # C++ library + runner
 """
 
-from .api import cost, coupling_groups, load, optimize, parse, prune, prune_with_report, save, trace
+from .api import compile, cost, coupling_groups, load, optimize, parse, prune, prune_with_report, save, trace
 from .ir import (
     DType,
     ExportError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Contract",
+    "compile",
     "DType",
     "ExportError",
     "Graph",

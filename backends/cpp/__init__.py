@@ -19,7 +19,7 @@ from graphprune.ir.graph import Graph
 from graphprune.ir.types import DType
 
 from . import build as _build
-from . import codegen, toolchain
+from . import codegen, packing, toolchain
 from .codegen import CompileError, Generated
 from .toolchain import BuildError, ToolchainError
 
@@ -82,11 +82,21 @@ def _cmake(embedded: bool, rt: dict[str, bytes]) -> str:
     ])
 
 
+def prepare(graph: Graph) -> Graph:
+    """Fold batch norms into their convolutions (so conv + bias + activation fuse) and drop dead code;
+    both passes are exact, and the original graph is left as it was."""
+    from graphprune.api import optimize
+
+    return optimize(graph, "fold-bn,dce")
+
+
 def generate_files(graph: Graph, target: str = "host", threads: int = 1, weights: str = "embed",
-                   sparse: bool = True) -> tuple[dict[str, bytes], Generated]:
+                   sparse: str = "auto") -> tuple[dict[str, bytes], Generated]:
     """Every file of the output folder (relative path -> bytes), without writing anything."""
     if weights not in ("embed", "bin"):
         raise GraphpruneError(f"weights={weights!r}: expected 'embed' (in the library) or 'bin' (model_weights.bin)")
+    if sparse not in ("auto", "off", *packing.FORMATS):
+        raise GraphpruneError(f"sparse={sparse!r}: expected auto, off or one of {', '.join(packing.FORMATS)}")
     gen = codegen.generate(graph, codegen.Options(threads=threads, isa=host_isa(target), sparse=sparse))
     rt = _build.runtime_files()
     files = {"model.h": gen.header.encode(), "model.cpp": gen.source.encode()}
@@ -102,14 +112,14 @@ def generate_files(graph: Graph, target: str = "host", threads: int = 1, weights
 
 
 def compile(graph: Graph, target: str = "host", out_dir: str | os.PathLike[str] = "build", threads: int = 1,
-            weights: str = "embed", sparse: bool = True) -> Artifact:
+            weights: str = "embed", sparse: str = "auto") -> Artifact:
     """Lower `graph` to C++, write it into out_dir and build it for `target`."""
     if threads < 1:
         raise GraphpruneError(f"threads={threads}: expected a whole number >= 1")
     tc = toolchain.find(target)  # a missing compiler is reported before anything is written
     if target != "host":
         toolchain.runner_prefix(target)
-    files, gen = generate_files(graph, target, threads, weights, sparse)
+    files, gen = generate_files(prepare(graph), target, threads, weights, sparse)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GraphpruneError(f"{out}: exists and is not a folder; -o takes the folder to write the build into")

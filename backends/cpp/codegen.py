@@ -105,7 +105,9 @@ class Plan:
 class Options:
     threads: int = 1
     isa: str = "avx512"  # row of the break-even table (breakeven.py)
-    sparse: bool = True  # False: every layer dense
+    # "auto": dense or sparse per layer by the break-even table; "off": all dense; a format name
+    # ("csr", "block4", "block8", "nm2:4") forces it wherever it applies (tests and benchmarks)
+    sparse: str = "auto"
 
 
 @dataclass
@@ -281,7 +283,7 @@ class Lowering:
         b = self.const(bias) if bias is not None else "nullptr"
         reads = [x]
         pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and a.groups == 1 and (oh, ow) == (h, wi)
-        if pointwise and self.o.sparse:
+        if pointwise:
             if self.sparse(node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act, reads, out):
                 return
         s = self.decl("gprt::ConvShape", "{" + _ints([n, c, h, wi, oc, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, a.groups]) + "}")
@@ -289,10 +291,17 @@ class Lowering:
         self.emit(node, [f"gprt::conv2d(m->pool, m->ws, {s}, {self.ptr(x)}, {self.const(wd)}, {b}, {self.ptr(out)}, {act});"],
                   reads, [out])
 
+    def choose(self, w2: np.ndarray, pixels: int) -> packing.Choice:
+        if self.o.sparse == "auto":
+            return packing.choose(w2, pixels, self.o.isa)
+        if self.o.sparse == "off":
+            return packing.Choice("dense", 1.0, 1.0)
+        return packing.force(w2, self.o.sparse)
+
     def sparse(self, node: Node, w2: np.ndarray, pixels: int, batch: int, x: str, y: str, bias: str, act: str,
                reads: list[Value], out: Value) -> bool:
         """Emit a sparse 1x1 layer when the break-even table predicts it beats dense."""
-        choice = packing.choose(w2, pixels, self.o.isa)
+        choice = self.choose(w2, pixels)
         if choice.fmt == "dense":
             return False
         m_rows, k = w2.shape
@@ -343,7 +352,7 @@ class Lowering:
         bias = self.value_const(node.inputs[2], node, "bias").astype(np.float32) if len(node.inputs) > 2 else None
         act, out = self.fused_act(node)
         b = self.const(bias) if bias is not None else "nullptr"
-        if self.o.sparse and packing.choose(wd, rows, self.o.isa).fmt != "dense":
+        if self.choose(wd, rows).fmt != "dense":
             # pixels (tokens) are the sparse kernels' vector dimension: run on X^T, transpose back
             xt, yt = "m->ws", f"m->ws + {n_in * rows}"
             self.ws.append(f"{(n_in + n_out) * rows * 4}")

@@ -91,6 +91,30 @@ class Choice:
     density: float  # stored weights / all weights of the chosen format
 
 
+FORMATS = ("csr", "block4", "block8", "nm2:4")
+
+
+def stored_weights(w: np.ndarray, fmt: str) -> int | None:
+    """Weights a format stores for w[M, K] (explicit zeros in kept blocks included); None: not applicable."""
+    if fmt == "csr":
+        return int(np.count_nonzero(w))
+    if fmt.startswith("block"):
+        nb = int(fmt[5:])
+        full = w.shape[0] // nb * nb
+        blocks = int(np.any(w[:full].reshape(-1, nb, w.shape[1]) != 0, axis=1).sum()) * nb
+        return blocks + int(np.count_nonzero(w[full:]))
+    n, m = map(int, fmt[2:].split(":"))
+    return w.size * n // m if nm_pattern(w, n, m) else None
+
+
+def force(w: np.ndarray, fmt: str) -> Choice:
+    """`fmt` wherever it applies (an N:M format needs the pattern), else dense."""
+    if fmt not in FORMATS:
+        raise ValueError(f"sparse format {fmt!r}: expected auto, off or one of {', '.join(FORMATS)}")
+    stored = stored_weights(np.asarray(w), fmt)
+    return Choice("dense", 1.0, 1.0) if stored is None or w.size == 0 else Choice(fmt, 1.0, stored / w.size)
+
+
 def _predicted(fmt: str, density: float, table: dict[str, float]) -> float:
     """Time relative to dense: sparse time grows linearly with the stored weights and equals dense
     at the measured break-even sparsity."""
@@ -100,7 +124,7 @@ def _predicted(fmt: str, density: float, table: dict[str, float]) -> float:
     return density / (1.0 - be)
 
 
-def choose(w: np.ndarray, pixels: int, isa: str, allow: tuple[str, ...] = ("csr", "block4", "block8", "nm2:4")) -> Choice:
+def choose(w: np.ndarray, pixels: int, isa: str, allow: tuple[str, ...] = FORMATS) -> Choice:
     """Dense or the sparse format predicted fastest for w[M, K] on `pixels` columns, on this ISA."""
     w = np.asarray(w)
     table = BREAKEVEN[isa]
@@ -109,18 +133,9 @@ def choose(w: np.ndarray, pixels: int, isa: str, allow: tuple[str, ...] = ("csr"
     if total == 0 or pixels < table["min_pixels"]:
         return best
     for fmt in allow:
-        if fmt == "csr":
-            stored = int(np.count_nonzero(w))
-        elif fmt.startswith("block"):
-            nb = int(fmt[5:])
-            full = w.shape[0] // nb * nb
-            blocks = np.any(w[:full].reshape(-1, nb, w.shape[1]) != 0, axis=1).sum() * nb
-            stored = int(blocks) + int(np.count_nonzero(w[full:]))
-        else:
-            n, m = map(int, fmt[2:].split(":"))
-            if not nm_pattern(w, n, m):
-                continue
-            stored = total * n // m
+        stored = stored_weights(w, fmt)
+        if stored is None:
+            continue
         density = stored / total
         ratio = _predicted(fmt, density, table)
         if ratio < best.ratio:
