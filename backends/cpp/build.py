@@ -31,7 +31,9 @@ def runtime_dir() -> Path:
     for cand in (here / "runtime", here.parents[1] / "cpp"):
         if (cand / "include" / "gprt" / "gprt.h").is_file():
             return cand
-    raise GraphpruneError(f"the gprt runtime sources are missing (looked in {here / 'runtime'} and {here.parents[1] / 'cpp'})")
+    raise GraphpruneError(
+        f"the gprt runtime sources are missing (looked in {here / 'runtime'} and {here.parents[1] / 'cpp'})"
+    )
 
 
 def runtime_files() -> dict[str, bytes]:
@@ -103,8 +105,10 @@ def build(out_dir: Path, tc: Toolchain, embedded: bool) -> None:
         lib.unlink(missing_ok=True)
         _check([*tc.ar, "rcsD", str(lib), *map(str, objs)], "archiving libmodel.a")
     if tc.shared:
-        _check([*tc.cxx, *tc.cflags, "-shared", *map(str, objs), "-pthread", "-o", str(out_dir / "libmodel.so")],
-               "linking libmodel.so")
+        _check(
+            [*tc.cxx, *tc.cflags, "-shared", *map(str, objs), "-pthread", "-o", str(out_dir / "libmodel.so")],
+            "linking libmodel.so",
+        )
     tc.link([runner_obj, *objs], out_dir / "runner")
 
 

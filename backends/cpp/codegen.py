@@ -33,14 +33,37 @@ DTYPE_CODE = {DType.F32: 0, DType.I64: 1, DType.BOOL: 2, DType.I32: 3}
 NBYTES = {DType.F32: 4, DType.I64: 8, DType.BOOL: 1, DType.I32: 4}
 
 UNARY = {
-    Op.RELU: "U_RELU", Op.LEAKY_RELU: "U_LEAKY_RELU", Op.SILU: "U_SILU", Op.SIGMOID: "U_SIGMOID",
-    Op.TANH: "U_TANH", Op.HARD_SWISH: "U_HARD_SWISH", Op.HARD_SIGMOID: "U_HARD_SIGMOID", Op.CLIP: "U_CLIP",
-    Op.ERF: "U_ERF", Op.EXP: "U_EXP", Op.LOG: "U_LOG", Op.SQRT: "U_SQRT", Op.RSQRT: "U_RSQRT", Op.NEG: "U_NEG",
-    Op.ABS: "U_ABS", Op.RECIPROCAL: "U_RECIPROCAL", Op.SIN: "U_SIN", Op.COS: "U_COS", Op.GELU: "U_GELU",
+    Op.RELU: "U_RELU",
+    Op.LEAKY_RELU: "U_LEAKY_RELU",
+    Op.SILU: "U_SILU",
+    Op.SIGMOID: "U_SIGMOID",
+    Op.TANH: "U_TANH",
+    Op.HARD_SWISH: "U_HARD_SWISH",
+    Op.HARD_SIGMOID: "U_HARD_SIGMOID",
+    Op.CLIP: "U_CLIP",
+    Op.ERF: "U_ERF",
+    Op.EXP: "U_EXP",
+    Op.LOG: "U_LOG",
+    Op.SQRT: "U_SQRT",
+    Op.RSQRT: "U_RSQRT",
+    Op.NEG: "U_NEG",
+    Op.ABS: "U_ABS",
+    Op.RECIPROCAL: "U_RECIPROCAL",
+    Op.SIN: "U_SIN",
+    Op.COS: "U_COS",
+    Op.GELU: "U_GELU",
 }
 BINARY = {
-    Op.ADD: "B_ADD", Op.SUB: "B_SUB", Op.MUL: "B_MUL", Op.DIV: "B_DIV", Op.POW: "B_POW", Op.MAXIMUM: "B_MAX",
-    Op.MINIMUM: "B_MIN", Op.EQUAL: "B_EQ", Op.LESS: "B_LT", Op.GREATER: "B_GT",
+    Op.ADD: "B_ADD",
+    Op.SUB: "B_SUB",
+    Op.MUL: "B_MUL",
+    Op.DIV: "B_DIV",
+    Op.POW: "B_POW",
+    Op.MAXIMUM: "B_MAX",
+    Op.MINIMUM: "B_MIN",
+    Op.EQUAL: "B_EQ",
+    Op.LESS: "B_LT",
+    Op.GREATER: "B_GT",
 }
 ALIASES = (Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE)  # same bytes, new shape: no copy
 FUSABLE_PRODUCERS = (Op.CONV, Op.LINEAR, Op.ADD)
@@ -122,8 +145,10 @@ class Generated:
 def _static(v: Value, node: Node | None = None) -> tuple[int, ...]:
     if not v.type.is_static:
         where = f"node {node.name} ({node.op.value})" if node else f"input {v.name}"
-        raise CompileError(f"{where}: tensor {v.name} has symbolic shape {v.type.shape}; the cpp backend needs "
-                           "static shapes (trace or load the model with a fixed batch size)")
+        raise CompileError(
+            f"{where}: tensor {v.name} has symbolic shape {v.type.shape}; the cpp backend needs "
+            "static shapes (trace or load the model with a fixed batch size)"
+        )
     return tuple(int(d) for d in v.type.shape)
 
 
@@ -185,8 +210,10 @@ class Lowering:
 
     def value_const(self, v: Value, node: Node, what: str) -> np.ndarray:
         if not v.is_const:
-            raise CompileError(f"node {node.name} ({node.op.value}): the {what} must be a constant; the cpp "
-                               "backend takes weights as constants (run fold-bn/constant folding first)")
+            raise CompileError(
+                f"node {node.name} ({node.op.value}): the {what} must be a constant; the cpp "
+                "backend takes weights as constants (run fold-bn/constant folding first)"
+            )
         return np.asarray(v.data)
 
     def decl(self, ctype: str, init: str) -> str:
@@ -210,8 +237,10 @@ class Lowering:
     def f32(self, node: Node, *vals: Value) -> None:
         for v in vals:
             if v.type.dtype is not DType.F32:
-                raise CompileError(f"node {node.name} ({node.op.value}): input {v.name} is {v.type.dtype.value}; "
-                                   "the cpp backend computes in float32 (cast the model to float32 first)")
+                raise CompileError(
+                    f"node {node.name} ({node.op.value}): input {v.name} is {v.type.dtype.value}; "
+                    "the cpp backend computes in float32 (cast the model to float32 first)"
+                )
 
     # ---- fusion ----
     def fused_act(self, node: Node) -> tuple[str, Value]:
@@ -235,8 +264,9 @@ class Lowering:
         for i, v in enumerate(self.g.inputs):
             _static(v)
             if v.type.dtype not in CTYPE:
-                raise CompileError(f"input {v.name} is {v.type.dtype.value}; the cpp backend takes "
-                                   f"{', '.join(d.value for d in CTYPE)}")
+                raise CompileError(
+                    f"input {v.name} is {v.type.dtype.value}; the cpp backend takes {', '.join(d.value for d in CTYPE)}"
+                )
             self.plan.kind[id(v)] = "input"
             self.plan.ref[id(v)] = i
             self.plan.dtype[id(v)] = v.type.dtype
@@ -254,8 +284,10 @@ class Lowering:
             for v in node.outputs:
                 _static(v, node)
                 if v.type.dtype not in CTYPE:
-                    raise CompileError(f"node {node.name} ({node.op.value}): output dtype {v.type.dtype.value} "
-                                       "is not supported by the cpp backend")
+                    raise CompileError(
+                        f"node {node.name} ({node.op.value}): output dtype {v.type.dtype.value} "
+                        "is not supported by the cpp backend"
+                    )
             fn(node)
 
     # ---- dense layers ----
@@ -266,9 +298,11 @@ class Lowering:
         xs, ys = _static(x, node), _static(node.outputs[0], node)
         wd = self.value_const(w, node, "weight").astype(np.float32)
         if len(xs) not in (3, 4):
-            raise CompileError(f"node {node.name} (conv): {len(xs) - 2}-D convolution; the cpp backend lowers 1-D and 2-D")
+            raise CompileError(
+                f"node {node.name} (conv): {len(xs) - 2}-D convolution; the cpp backend lowers 1-D and 2-D"
+            )
         one_d = len(xs) == 3
-        sp = lambda t, i: (1 if one_d and i == 0 else t[-2 + i] if not one_d else t[-1])  # noqa: E731
+        sp = lambda t, i: 1 if one_d and i == 0 else t[-2 + i] if not one_d else t[-1]  # noqa: E731
         k = wd.shape[2:]
         kh, kw = (1, k[0]) if one_d else k
         st, dl, pads = a.stride, a.dilation, a.pads
@@ -286,10 +320,16 @@ class Lowering:
         if pointwise:
             if self.sparse(node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act, reads, out):
                 return
-        s = self.decl("gprt::ConvShape", "{" + _ints([n, c, h, wi, oc, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, a.groups]) + "}")
+        s = self.decl(
+            "gprt::ConvShape", "{" + _ints([n, c, h, wi, oc, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, a.groups]) + "}"
+        )
         self.ws.append(f"gprt::conv_workspace({s}, threads)")
-        self.emit(node, [f"gprt::conv2d(m->pool, m->ws, {s}, {self.ptr(x)}, {self.const(wd)}, {b}, {self.ptr(out)}, {act});"],
-                  reads, [out])
+        self.emit(
+            node,
+            [f"gprt::conv2d(m->pool, m->ws, {s}, {self.ptr(x)}, {self.const(wd)}, {b}, {self.ptr(out)}, {act});"],
+            reads,
+            [out],
+        )
 
     def choose(self, w2: np.ndarray, pixels: int) -> packing.Choice:
         if self.o.sparse == "auto":
@@ -298,26 +338,43 @@ class Lowering:
             return packing.Choice("dense", 1.0, 1.0)
         return packing.force(w2, self.o.sparse)
 
-    def sparse(self, node: Node, w2: np.ndarray, pixels: int, batch: int, x: str, y: str, bias: str, act: str,
-               reads: list[Value], out: Value) -> bool:
+    def sparse(
+        self,
+        node: Node,
+        w2: np.ndarray,
+        pixels: int,
+        batch: int,
+        x: str,
+        y: str,
+        bias: str,
+        act: str,
+        reads: list[Value],
+        out: Value,
+    ) -> bool:
         """Emit a sparse 1x1 layer when the break-even table predicts it beats dense."""
         choice = self.choose(w2, pixels)
         if choice.fmt == "dense":
             return False
         m_rows, k = w2.shape
         self.sparse_layers[sanitize(node.name)] = choice.fmt
-        lines = [f"// {choice.fmt}: {choice.density:.3f} of the weights stored, predicted {choice.ratio:.2f}x dense time"]
+        lines = [
+            f"// {choice.fmt}: {choice.density:.3f} of the weights stored, predicted {choice.ratio:.2f}x dense time"
+        ]
         for i in range(batch):
             xi, yi = f"{x} + {i * k * pixels}", f"{y} + {i * m_rows * pixels}"
             if choice.fmt.startswith("nm"):
                 p = packing.pack_nm(w2, *map(int, choice.fmt[2:].split(":")))
-                lines.append(f"gprt::spmm_nm(m->pool, {p.n}, {p.m}, {m_rows}, {k}, {pixels}, {self.const(p.values)}, "
-                             f"{self.const(p.idx, 'uint8_t')}, {bias}, {xi}, {yi}, {act});")
+                lines.append(
+                    f"gprt::spmm_nm(m->pool, {p.n}, {p.m}, {m_rows}, {k}, {pixels}, {self.const(p.values)}, "
+                    f"{self.const(p.idx, 'uint8_t')}, {bias}, {xi}, {yi}, {act});"
+                )
             else:
                 nb = 1 if choice.fmt == "csr" else int(choice.fmt[5:])
                 p = packing.pack_block(w2, nb, pixels)
-                lines.append(f"gprt::spmm_block(m->pool, {nb}, {m_rows}, {pixels}, {self.const(p.counts, 'int32_t')}, "
-                             f"{self.const(p.incs, 'int32_t')}, {self.const(p.values)}, {bias}, {xi}, {yi}, {act});")
+                lines.append(
+                    f"gprt::spmm_block(m->pool, {nb}, {m_rows}, {pixels}, {self.const(p.counts, 'int32_t')}, "
+                    f"{self.const(p.incs, 'int32_t')}, {self.const(p.values)}, {bias}, {xi}, {yi}, {act});"
+                )
         self.emit(node, lines, reads, [out])
         return True
 
@@ -330,17 +387,48 @@ class Lowering:
         if len(xs) not in (3, 4):
             raise CompileError(f"node {node.name} (conv_transpose): the cpp backend lowers 1-D and 2-D only")
         if len(xs) == 3:
-            vals = [xs[0], xs[1], 1, xs[2], ys[1], 1, ys[2], 1, wd.shape[2], 1, a.stride[0], 0, a.pads[0], 1,
-                    a.dilation[0], a.groups]
+            vals = [
+                xs[0],
+                xs[1],
+                1,
+                xs[2],
+                ys[1],
+                1,
+                ys[2],
+                1,
+                wd.shape[2],
+                1,
+                a.stride[0],
+                0,
+                a.pads[0],
+                1,
+                a.dilation[0],
+                a.groups,
+            ]
         else:
-            vals = [xs[0], xs[1], xs[2], xs[3], ys[1], ys[2], ys[3], wd.shape[2], wd.shape[3], *a.stride,
-                    a.pads[0], a.pads[1], *a.dilation, a.groups]
+            vals = [
+                xs[0],
+                xs[1],
+                xs[2],
+                xs[3],
+                ys[1],
+                ys[2],
+                ys[3],
+                wd.shape[2],
+                wd.shape[3],
+                *a.stride,
+                a.pads[0],
+                a.pads[1],
+                *a.dilation,
+                a.groups,
+            ]
         s = self.decl("gprt::ConvShape", "{" + _ints(vals) + "}")
         bias = self.value_const(node.inputs[2], node, "bias").astype(np.float32) if len(node.inputs) > 2 else None
         b = self.const(bias) if bias is not None else "nullptr"
         out = node.outputs[0]
-        self.emit(node, [f"gprt::conv_transpose2d({s}, {self.ptr(x)}, {self.const(wd)}, {b}, {self.ptr(out)});"],
-                  [x], [out])
+        self.emit(
+            node, [f"gprt::conv_transpose2d({s}, {self.ptr(x)}, {self.const(wd)}, {b}, {self.ptr(out)});"], [x], [out]
+        )
 
     def op_linear(self, node: Node) -> None:
         x, w = node.inputs[0], node.inputs[1]
@@ -357,20 +445,30 @@ class Lowering:
             xt, yt = "m->ws", f"m->ws + {n_in * rows}"
             self.ws.append(f"{(n_in + n_out) * rows * 4}")
             tx = self.arr([rows, n_in])
-            lines = [f"gprt::copy_strided(2, {tx}, {self.arr([1, rows])}, {xt}, {self.arr([n_in, 1])}, {self.ptr(x)}, 4);"]
+            lines = [
+                f"gprt::copy_strided(2, {tx}, {self.arr([1, rows])}, {xt}, {self.arr([n_in, 1])}, {self.ptr(x)}, 4);"
+            ]
             mark = len(self.steps)
             self.sparse(node, wd, rows, 1, xt, yt, b, act, [x], out)
             sparse_lines = self.steps.pop(mark)[0][1:]
             ty = self.arr([n_out, rows])
             lines += sparse_lines + [
-                f"gprt::copy_strided(2, {ty}, {self.arr([1, n_out])}, {self.ptr(out)}, {self.arr([rows, 1])}, {yt}, 4);"]
+                f"gprt::copy_strided(2, {ty}, {self.arr([1, n_out])}, {self.ptr(out)}, {self.arr([rows, 1])}, {yt}, 4);"
+            ]
             self.emit(node, lines, [x], [out])
             return
         wt = np.ascontiguousarray(wd.T)
+        bias_kind = "gprt::kBiasCol" if bias is not None else "gprt::kNoBias"
         self.ws.append(f"gprt::gemm_workspace({rows}, {n_out}, {n_in}, threads)")
-        self.emit(node, [f"gprt::gemm(m->pool, m->ws, {rows}, {n_out}, {n_in}, {self.ptr(x)}, {n_in}, {self.const(wt)}, "
-                         f"{n_out}, {self.ptr(out)}, {n_out}, {b}, {'gprt::kBiasCol' if bias is not None else 'gprt::kNoBias'}, {act});"],
-                  [x], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::gemm(m->pool, m->ws, {rows}, {n_out}, {n_in}, {self.ptr(x)}, {n_in}, {self.const(wt)}, "
+                f"{n_out}, {self.ptr(out)}, {n_out}, {b}, {bias_kind}, {act});"
+            ],
+            [x],
+            [out],
+        )
 
     def op_matmul(self, node: Node) -> None:
         a, b = node.inputs
@@ -391,8 +489,15 @@ class Lowering:
         self.ws.append(f"gprt::matmul_workspace({m_}, {n_}, {k}, threads)")
         out = node.outputs[0]
         assert int(np.prod(so)) == int(np.prod(batch, dtype=np.int64)) * m_ * n_
-        self.emit(node, [f"gprt::matmul(m->pool, m->ws, {len(batch)}, {self.arr(batch)}, {self.arr(ast)}, {self.arr(bst)}, "
-                         f"{m_}, {n_}, {k}, {pa}, {pb}, {self.ptr(out)});"], reads, [out])
+        self.emit(
+            node,
+            [
+                f"gprt::matmul(m->pool, m->ws, {len(batch)}, {self.arr(batch)}, {self.arr(ast)}, {self.arr(bst)}, "
+                f"{m_}, {n_}, {k}, {pa}, {pb}, {self.ptr(out)});"
+            ],
+            reads,
+            [out],
+        )
 
     # ---- norms ----
     def op_batch_norm(self, node: Node) -> None:
@@ -404,12 +509,19 @@ class Lowering:
         xs = _static(x, node)
         inner = int(np.prod(xs[2:], dtype=np.int64))
         out = node.outputs[0]
-        self.emit(node, [f"gprt::channel_affine({xs[0]}, {xs[1]}, {inner}, {self.ptr(x)}, {self.const(s.astype(np.float32))}, "
-                         f"{self.const(t.astype(np.float32))}, {self.ptr(out)});"], [x], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::channel_affine({xs[0]}, {xs[1]}, {inner}, {self.ptr(x)}, {self.const(s.astype(np.float32))}, "
+                f"{self.const(t.astype(np.float32))}, {self.ptr(out)});"
+            ],
+            [x],
+            [out],
+        )
 
     def _norm_params(self, node: Node, shape: Sequence[int], count: int) -> list[str]:
         out = []
-        for v in node.inputs[1:1 + count]:
+        for v in node.inputs[1 : 1 + count]:
             d = self.value_const(v, node, "scale/bias").astype(np.float32)
             out.append(self.const(np.broadcast_to(d, shape).reshape(-1)))
         return out + ["nullptr"] * (count - len(out))
@@ -422,8 +534,12 @@ class Lowering:
         rows, d = int(np.prod(xs[:ax], dtype=np.int64)), int(np.prod(xs[ax:], dtype=np.int64))
         sc, bi = self._norm_params(node, xs[ax:], 2)
         out = node.outputs[0]
-        self.emit(node, [f"gprt::layer_norm({rows}, {d}, {self.ptr(x)}, {sc}, {bi}, {_f(node.attrs.eps)}, {self.ptr(out)});"],
-                  [x], [out])
+        self.emit(
+            node,
+            [f"gprt::layer_norm({rows}, {d}, {self.ptr(x)}, {sc}, {bi}, {_f(node.attrs.eps)}, {self.ptr(out)});"],
+            [x],
+            [out],
+        )
 
     def op_rms_norm(self, node: Node) -> None:
         x = node.inputs[0]
@@ -433,8 +549,12 @@ class Lowering:
         rows, d = int(np.prod(xs[:ax], dtype=np.int64)), int(np.prod(xs[ax:], dtype=np.int64))
         (sc,) = self._norm_params(node, xs[ax:], 1)
         out = node.outputs[0]
-        self.emit(node, [f"gprt::rms_norm({rows}, {d}, {self.ptr(x)}, {sc}, {_f(node.attrs.eps)}, {self.ptr(out)});"],
-                  [x], [out])
+        self.emit(
+            node,
+            [f"gprt::rms_norm({rows}, {d}, {self.ptr(x)}, {sc}, {_f(node.attrs.eps)}, {self.ptr(out)});"],
+            [x],
+            [out],
+        )
 
     def _group_norm(self, node: Node, groups: int) -> None:
         x = node.inputs[0]
@@ -443,8 +563,15 @@ class Lowering:
         inner = int(np.prod(xs[2:], dtype=np.int64))
         sc, bi = self._norm_params(node, (xs[1],), 2)
         out = node.outputs[0]
-        self.emit(node, [f"gprt::group_norm({xs[0]}, {xs[1]}, {inner}, {groups}, {self.ptr(x)}, {sc}, {bi}, "
-                         f"{_f(node.attrs.eps)}, {self.ptr(out)});"], [x], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::group_norm({xs[0]}, {xs[1]}, {inner}, {groups}, {self.ptr(x)}, {sc}, {bi}, "
+                f"{_f(node.attrs.eps)}, {self.ptr(out)});"
+            ],
+            [x],
+            [out],
+        )
 
     def op_group_norm(self, node: Node) -> None:
         self._group_norm(node, node.attrs.num_groups)
@@ -470,8 +597,12 @@ class Lowering:
         out = node.outputs[0]
         n = int(np.prod(_static(x, node), dtype=np.int64))
         src = self.ptr(x) if not x.is_const else self.const(np.asarray(x.data, np.float32))
-        self.emit(node, [f"gprt::unary(gprt::{kind}, {_f(a)}, {_f(b)}, {n}, {src}, {self.ptr(out)});"],
-                  [] if x.is_const else [x], [out])
+        self.emit(
+            node,
+            [f"gprt::unary(gprt::{kind}, {_f(a)}, {_f(b)}, {n}, {src}, {self.ptr(out)});"],
+            [] if x.is_const else [x],
+            [out],
+        )
 
     def operand(self, v: Value, dtype: DType = DType.F32) -> str:
         if v.is_const:
@@ -484,9 +615,15 @@ class Lowering:
         so = _static(node.outputs[0], node)
         shape, (sa, sb) = _coalesce(so, _bcast_strides(_static(a, node), so), _bcast_strides(_static(b, node), so))
         act, out = self.fused_act(node) if node.op is Op.ADD else ("gprt::kNoAct", node.outputs[0])
-        self.emit(node, [f"gprt::binary(gprt::{BINARY[node.op]}, {len(shape)}, {self.arr(shape)}, {self.arr(sa)}, "
-                         f"{self.operand(a)}, {self.arr(sb)}, {self.operand(b)}, {self.ptr(out)}, {act});"],
-                  [v for v in (a, b) if not v.is_const], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::binary(gprt::{BINARY[node.op]}, {len(shape)}, {self.arr(shape)}, {self.arr(sa)}, "
+                f"{self.operand(a)}, {self.arr(sb)}, {self.operand(b)}, {self.ptr(out)}, {act});"
+            ],
+            [v for v in (a, b) if not v.is_const],
+            [out],
+        )
 
     def op_where(self, node: Node) -> None:
         c, a, b = node.inputs
@@ -496,9 +633,15 @@ class Lowering:
         so = _static(node.outputs[0], node)
         shape, (sc, sa, sb) = _coalesce(so, *(_bcast_strides(_static(v, node), so) for v in (c, a, b)))
         out = node.outputs[0]
-        self.emit(node, [f"gprt::where({len(shape)}, {self.arr(shape)}, {self.arr(sc)}, {self.operand(c, DType.BOOL)}, "
-                         f"{self.arr(sa)}, {self.operand(a)}, {self.arr(sb)}, {self.operand(b)}, {self.ptr(out)});"],
-                  [v for v in (c, a, b) if not v.is_const], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::where({len(shape)}, {self.arr(shape)}, {self.arr(sc)}, {self.operand(c, DType.BOOL)}, "
+                f"{self.arr(sa)}, {self.operand(a)}, {self.arr(sb)}, {self.operand(b)}, {self.ptr(out)});"
+            ],
+            [v for v in (c, a, b) if not v.is_const],
+            [out],
+        )
 
     def op_prelu(self, node: Node) -> None:
         x, slope = node.inputs
@@ -510,15 +653,22 @@ class Lowering:
             raise CompileError(f"node {node.name} (prelu): slope of {sd.size} values for {c} channels")
         inner = int(np.prod(xs[2:], dtype=np.int64))
         out = node.outputs[0]
-        self.emit(node, [f"gprt::prelu({xs[0]}, {c}, {inner}, {self.ptr(x)}, {self.const(sd)}, {int(sd.size > 1)}, "
-                         f"{self.ptr(out)});"], [x], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::prelu({xs[0]}, {c}, {inner}, {self.ptr(x)}, {self.const(sd)}, {int(sd.size > 1)}, "
+                f"{self.ptr(out)});"
+            ],
+            [x],
+            [out],
+        )
 
     def op_softmax(self, node: Node) -> None:
         x = node.inputs[0]
         self.f32(node, x)
         xs = _static(x, node)
         ax = node.attrs.axis
-        outer, inner = int(np.prod(xs[:ax], dtype=np.int64)), int(np.prod(xs[ax + 1:], dtype=np.int64))
+        outer, inner = int(np.prod(xs[:ax], dtype=np.int64)), int(np.prod(xs[ax + 1 :], dtype=np.int64))
         out = node.outputs[0]
         self.emit(node, [f"gprt::softmax({outer}, {xs[ax]}, {inner}, {self.ptr(x)}, {self.ptr(out)});"], [x], [out])
 
@@ -535,15 +685,28 @@ class Lowering:
 
     op_reshape = op_squeeze = op_unsqueeze = alias
 
-    def copy(self, node: Node, shape: Sequence[int], dst_st: Sequence[int], src: Value, src_st: Sequence[int],
-             src_off: int, dst: Value | None = None, dst_off: int = 0, lines: list[str] | None = None) -> list[str]:
+    def copy(
+        self,
+        node: Node,
+        shape: Sequence[int],
+        dst_st: Sequence[int],
+        src: Value,
+        src_st: Sequence[int],
+        src_off: int,
+        dst: Value | None = None,
+        dst_off: int = 0,
+        lines: list[str] | None = None,
+    ) -> list[str]:
         """A strided copy src -> dst (dst: the node's output); emitted unless `lines` collects it."""
         shape, (ds, ss) = _coalesce(shape, dst_st, src_st)
         dst = dst or node.outputs[0]
         el = NBYTES[src.type.dtype]
         sp = self.operand(src, src.type.dtype) if src.is_const else self.ptr(src)
-        code = (f"gprt::copy_strided({len(shape)}, {self.arr(shape)}, {self.arr(ds)}, ({CTYPE[dst.type.dtype]}*){self.ptr(dst)} + {dst_off}, "
-                f"{self.arr(ss)}, ({CTYPE[src.type.dtype]}*){sp} + {src_off}, {el});")
+        code = (
+            f"gprt::copy_strided({len(shape)}, {self.arr(shape)}, {self.arr(ds)}, "
+            f"({CTYPE[dst.type.dtype]}*){self.ptr(dst)} + {dst_off}, "
+            f"{self.arr(ss)}, ({CTYPE[src.type.dtype]}*){sp} + {src_off}, {el});"
+        )
         if lines is not None:
             lines.append(code)
             return lines
@@ -577,12 +740,14 @@ class Lowering:
     def op_concat(self, node: Node) -> None:
         so = _static(node.outputs[0], node)
         ax = node.attrs.axis
-        outer, inner = int(np.prod(so[:ax], dtype=np.int64)), int(np.prod(so[ax + 1:], dtype=np.int64))
+        outer, inner = int(np.prod(so[:ax], dtype=np.int64)), int(np.prod(so[ax + 1 :], dtype=np.int64))
         lines: list[str] = []
         off = 0
         for v in node.inputs:
             n = _static(v, node)[ax]
-            self.copy(node, [outer, n * inner], [so[ax] * inner, 1], v, [n * inner, 1], 0, dst_off=off * inner, lines=lines)
+            self.copy(
+                node, [outer, n * inner], [so[ax] * inner, 1], v, [n * inner, 1], 0, dst_off=off * inner, lines=lines
+            )
             off += n
         self.emit(node, lines, [v for v in node.inputs if not v.is_const], [node.outputs[0]])
 
@@ -590,7 +755,7 @@ class Lowering:
         x = node.inputs[0]
         xs = _static(x, node)
         ax = node.attrs.axis
-        outer, inner = int(np.prod(xs[:ax], dtype=np.int64)), int(np.prod(xs[ax + 1:], dtype=np.int64))
+        outer, inner = int(np.prod(xs[:ax], dtype=np.int64)), int(np.prod(xs[ax + 1 :], dtype=np.int64))
         lines: list[str] = []
         off = 0
         for v, n in zip(node.outputs, node.attrs.sizes, strict=True):
@@ -624,8 +789,15 @@ class Lowering:
         if mode is None:
             raise CompileError(f"node {node.name} (pad): mode {node.attrs.mode!r} is not supported")
         out = node.outputs[0]
-        self.emit(node, [f"gprt::pad({len(xs)}, {self.arr(xs)}, {self.arr(so)}, {self.arr(node.attrs.pads[:len(xs)])}, "
-                         f"{mode}, {_f(node.attrs.value)}, {self.ptr(x)}, {self.ptr(out)});"], [x], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::pad({len(xs)}, {self.arr(xs)}, {self.arr(so)}, {self.arr(node.attrs.pads[: len(xs)])}, "
+                f"{mode}, {_f(node.attrs.value)}, {self.ptr(x)}, {self.ptr(out)});"
+            ],
+            [x],
+            [out],
+        )
 
     def op_gather(self, node: Node) -> None:
         data, idx = node.inputs
@@ -634,18 +806,31 @@ class Lowering:
             raise CompileError(f"node {node.name} (gather): indices are {idx.type.dtype.value}; expected i64")
         ds = _static(data, node)
         ax = node.attrs.axis
-        outer, inner = int(np.prod(ds[:ax], dtype=np.int64)), int(np.prod(ds[ax + 1:], dtype=np.int64))
+        outer, inner = int(np.prod(ds[:ax], dtype=np.int64)), int(np.prod(ds[ax + 1 :], dtype=np.int64))
         nidx = int(np.prod(_static(idx, node), dtype=np.int64))
         out = node.outputs[0]
-        self.emit(node, [f"gprt::gather({outer}, {ds[ax]}, {inner}, {self.operand(data)}, {nidx}, "
-                         f"{self.operand(idx, DType.I64)}, {self.ptr(out)});"],
-                  [v for v in (data, idx) if not v.is_const], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::gather({outer}, {ds[ax]}, {inner}, {self.operand(data)}, {nidx}, "
+                f"{self.operand(idx, DType.I64)}, {self.ptr(out)});"
+            ],
+            [v for v in (data, idx) if not v.is_const],
+            [out],
+        )
 
     def op_cast(self, node: Node) -> None:
         x, out = node.inputs[0], node.outputs[0]
         n = int(np.prod(_static(x, node), dtype=np.int64))
-        self.emit(node, [f"gprt::cast({DTYPE_CODE[x.type.dtype]}, {DTYPE_CODE[out.type.dtype]}, {n}, "
-                         f"{self.operand(x, x.type.dtype)}, {self.ptr(out)});"], [] if x.is_const else [x], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::cast({DTYPE_CODE[x.type.dtype]}, {DTYPE_CODE[out.type.dtype]}, {n}, "
+                f"{self.operand(x, x.type.dtype)}, {self.ptr(out)});"
+            ],
+            [] if x.is_const else [x],
+            [out],
+        )
 
     # ---- pooling and reduction ----
     def _pool(self, node: Node, fn: str) -> None:
@@ -654,8 +839,24 @@ class Lowering:
         a = node.attrs
         xs, so = _static(x, node), _static(node.outputs[0], node)
         if len(xs) == 3:
-            vals = [xs[0], xs[1], 1, xs[2], 1, so[2], 1, a.kernel[0], 1, a.stride[0], 0, a.pads[0], 1, a.dilation[0],
-                    0, a.pads[1]]
+            vals = [
+                xs[0],
+                xs[1],
+                1,
+                xs[2],
+                1,
+                so[2],
+                1,
+                a.kernel[0],
+                1,
+                a.stride[0],
+                0,
+                a.pads[0],
+                1,
+                a.dilation[0],
+                0,
+                a.pads[1],
+            ]
         elif len(xs) == 4:
             vals = [*xs, so[2], so[3], *a.kernel, *a.stride, a.pads[0], a.pads[1], *a.dilation, a.pads[2], a.pads[3]]
         else:
@@ -678,8 +879,12 @@ class Lowering:
             raise CompileError(f"node {node.name} (adaptive_avg_pool): the cpp backend pools 1-D and 2-D inputs")
         h, w, oh, ow = (1, xs[2], 1, so[2]) if len(xs) == 3 else (xs[2], xs[3], so[2], so[3])
         out = node.outputs[0]
-        self.emit(node, [f"gprt::adaptive_avg_pool2d({xs[0] * xs[1]}, {h}, {w}, {oh}, {ow}, {self.ptr(x)}, {self.ptr(out)});"],
-                  [x], [out])
+        self.emit(
+            node,
+            [f"gprt::adaptive_avg_pool2d({xs[0] * xs[1]}, {h}, {w}, {oh}, {ow}, {self.ptr(x)}, {self.ptr(out)});"],
+            [x],
+            [out],
+        )
 
     def _reduce(self, node: Node, kind: int) -> None:
         x = node.inputs[0]
@@ -692,8 +897,15 @@ class Lowering:
         count = int(np.prod([xs[i] for i in axes], dtype=np.int64))
         out = node.outputs[0]
         size = int(np.prod(_static(out, node), dtype=np.int64))
-        self.emit(node, [f"gprt::reduce({kind}, {len(shape)}, {self.arr(shape)}, {self.arr(ist)}, {self.arr(ost2)}, "
-                         f"{self.ptr(x)}, {self.ptr(out)}, {size}, {count});"], [x], [out])
+        self.emit(
+            node,
+            [
+                f"gprt::reduce({kind}, {len(shape)}, {self.arr(shape)}, {self.arr(ist)}, {self.arr(ost2)}, "
+                f"{self.ptr(x)}, {self.ptr(out)}, {size}, {count});"
+            ],
+            [x],
+            [out],
+        )
 
     def op_reduce_sum(self, node: Node) -> None:
         self._reduce(node, 0)
@@ -732,9 +944,16 @@ class Lowering:
             reads += [] if mv.is_const else [mv]
         self.ws.append(f"gprt::attention_workspace({seq_l}, {seq_s})")
         out = node.outputs[0]
-        self.emit(node, [f"gprt::attention(m->ws, {b}, {hq}, {hkv}, {seq_l}, {seq_s}, {e}, {ev}, {self.ptr(q)}, "
-                         f"{self.ptr(k)}, {self.ptr(v)}, {mask}, {mbool}, {self.arr(mst)}, {_f(scale)}, "
-                         f"{int(a.is_causal)}, {self.ptr(out)});"], reads, [out])
+        self.emit(
+            node,
+            [
+                f"gprt::attention(m->ws, {b}, {hq}, {hkv}, {seq_l}, {seq_s}, {e}, {ev}, {self.ptr(q)}, "
+                f"{self.ptr(k)}, {self.ptr(v)}, {mask}, {mbool}, {self.arr(mst)}, {_f(scale)}, "
+                f"{int(a.is_causal)}, {self.ptr(out)});"
+            ],
+            reads,
+            [out],
+        )
 
     def op_resize(self, node: Node) -> None:
         from graphprune.interp import _ROUND, _source_coords  # the oracle's coordinate rule, computed once here
@@ -762,8 +981,12 @@ class Lowering:
         oh, ow = (1, so[2]) if len(xs) == 3 else so[2:]
         t = [self.const(arr, "int32_t" if arr.dtype == np.int32 else "float") for tab in tables for arr in tab]
         out = node.outputs[0]
-        self.emit(node, [f"gprt::resize2d({xs[0] * xs[1]}, {h}, {w}, {oh}, {ow}, {', '.join(t)}, {self.ptr(x)}, "
-                         f"{self.ptr(out)});"], [x], [out])
+        self.emit(
+            node,
+            [f"gprt::resize2d({xs[0] * xs[1]}, {h}, {w}, {oh}, {ow}, {', '.join(t)}, {self.ptr(x)}, {self.ptr(out)});"],
+            [x],
+            [out],
+        )
 
     # ---- memory plan ----
     def root(self, v: Value) -> int:
@@ -801,8 +1024,9 @@ class Lowering:
             size = -(-max(nbytes[vid], 1) // ALIGN) * ALIGN
             cands = sorted({0} | {o + s for o, s, f, la in placed})
             for off in cands:
-                clash = any(f <= last[vid] and first[vid] <= la and off < o + s and o < off + size
-                            for o, s, f, la in placed)
+                clash = any(
+                    f <= last[vid] and first[vid] <= la and off < o + s and o < off + size for o, s, f, la in placed
+                )
                 if not clash:
                     break
             placed.append((off, size, first[vid], last[vid]))
@@ -861,92 +1085,183 @@ def _shape_table(name: str, vals: Sequence[Value]) -> list[str]:
 
 def _header(graph: Graph) -> str:
     def describe(vals: Sequence[Value], what: str) -> list[str]:
-        return [f" *   {what} {i}: {v.type.dtype.value}[{','.join(map(str, v.type.shape))}]" for i, v in enumerate(vals)]
+        return [
+            f" *   {what} {i}: {v.type.dtype.value}[{','.join(map(str, v.type.shape))}]" for i, v in enumerate(vals)
+        ]
 
-    return "\n".join([
-        "/* Generated by graphprune (cpp backend). Plain C API; link libmodel.a or libmodel.so.",
-        *describe(graph.inputs, "input"), *describe(graph.outputs, "output"),
-        " * dtype codes: 0 float32, 1 int64, 2 bool (uint8), 3 int32. */",
-        "#ifndef GP_MODEL_H", "#define GP_MODEL_H", "#include <stdint.h>",
-        "#if defined(_WIN32)", "#define GP_API __declspec(dllexport)", "#else",
-        '#define GP_API __attribute__((visibility("default")))', "#endif",
-        "#ifdef __cplusplus", 'extern "C" {', "#endif",
-        "typedef struct gp_model gp_model;",
-        "/* weights_path: the model_weights.bin written beside the library, or NULL when the weights are",
-        " * embedded. threads: worker threads (1: none). NULL when the weights cannot be read. */",
-        "GP_API gp_model* gp_model_create(const char* weights_path, int threads);",
-        "/* inputs/outputs: one contiguous buffer per tensor, in the shapes below. Allocates nothing. */",
-        "GP_API int gp_model_run(gp_model* model, const void* const* inputs, void* const* outputs);",
-        "GP_API void gp_model_destroy(gp_model* model);",
-        "GP_API int gp_model_num_inputs(void);", "GP_API int gp_model_num_outputs(void);",
-        "GP_API int gp_model_input_rank(int i);", "GP_API const int64_t* gp_model_input_shape(int i);",
-        "GP_API int gp_model_input_dtype(int i);", "GP_API int gp_model_output_rank(int i);",
-        "GP_API const int64_t* gp_model_output_shape(int i);", "GP_API int gp_model_output_dtype(int i);",
-        "GP_API int gp_model_weights_embedded(void);",
-        "#ifdef __cplusplus", "}", "#endif", "#endif", "",
-    ])
+    return "\n".join(
+        [
+            "/* Generated by graphprune (cpp backend). Plain C API; link libmodel.a or libmodel.so.",
+            *describe(graph.inputs, "input"),
+            *describe(graph.outputs, "output"),
+            " * dtype codes: 0 float32, 1 int64, 2 bool (uint8), 3 int32. */",
+            "#ifndef GP_MODEL_H",
+            "#define GP_MODEL_H",
+            "#include <stdint.h>",
+            "#if defined(_WIN32)",
+            "#define GP_API __declspec(dllexport)",
+            "#else",
+            '#define GP_API __attribute__((visibility("default")))',
+            "#endif",
+            "#ifdef __cplusplus",
+            'extern "C" {',
+            "#endif",
+            "typedef struct gp_model gp_model;",
+            "/* weights_path: the model_weights.bin written beside the library, or NULL when the weights are",
+            " * embedded. threads: worker threads (1: none). NULL when the weights cannot be read. */",
+            "GP_API gp_model* gp_model_create(const char* weights_path, int threads);",
+            "/* inputs/outputs: one contiguous buffer per tensor, in the shapes below. Allocates nothing. */",
+            "GP_API int gp_model_run(gp_model* model, const void* const* inputs, void* const* outputs);",
+            "GP_API void gp_model_destroy(gp_model* model);",
+            "GP_API int gp_model_num_inputs(void);",
+            "GP_API int gp_model_num_outputs(void);",
+            "GP_API int gp_model_input_rank(int i);",
+            "GP_API const int64_t* gp_model_input_shape(int i);",
+            "GP_API int gp_model_input_dtype(int i);",
+            "GP_API int gp_model_output_rank(int i);",
+            "GP_API const int64_t* gp_model_output_shape(int i);",
+            "GP_API int gp_model_output_dtype(int i);",
+            "GP_API int gp_model_weights_embedded(void);",
+            "#ifdef __cplusplus",
+            "}",
+            "#endif",
+            "#endif",
+            "",
+        ]
+    )
 
 
 def weights_source(weights: bytes) -> str:
     """The blob as a C++ array of little-endian 32-bit words (the blob is 64-byte padded)."""
     words = np.frombuffer(weights, dtype="<u4")
-    rows = [", ".join(f"0x{w:08x}u" for w in words[i:i + 12]) for i in range(0, len(words), 12)]
-    return "\n".join([
-        "// Generated by graphprune: the model's weights.", "#include <cstdint>",
-        f"alignas(64) extern const uint32_t gp_weight_words[{max(len(words), 1)}] = {{",
-        *([f"    {r}," for r in rows] or ["    0u,"]), "};", "",
-    ])
+    rows = [", ".join(f"0x{w:08x}u" for w in words[i : i + 12]) for i in range(0, len(words), 12)]
+    return "\n".join(
+        [
+            "// Generated by graphprune: the model's weights.",
+            "#include <cstdint>",
+            f"alignas(64) extern const uint32_t gp_weight_words[{max(len(words), 1)}] = {{",
+            *([f"    {r}," for r in rows] or ["    0u,"]),
+            "};",
+            "",
+        ]
+    )
 
 
-def _source(graph: Graph, low: Lowering, body: list[str], outs: list[str], arena: int, wbytes: int,
-            weights: bytes) -> str:
+def _source(
+    graph: Graph, low: Lowering, body: list[str], outs: list[str], arena: int, wbytes: int, weights: bytes
+) -> str:
     ws = " ".join(f"ws = std::max(ws, (size_t)({e}));" for e in dict.fromkeys(low.ws))
     digest = hashlib.sha256(weights).hexdigest()[:16]
-    return "\n".join([
-        "// Generated by graphprune (cpp backend): the graph lowered to gprt kernel calls.",
-        "// Tensors live in one arena planned from liveness; nothing is allocated in gp_model_run.",
-        '#include "model.h"', "", "#include <algorithm>", "#include <cstdint>", "#include <cstdio>",
-        "#include <cstdlib>", "#include <cstring>", "", '#include "gprt/gprt.h"', "",
-        "#if defined(GP_WEIGHTS_EMBEDDED)", "extern const uint32_t gp_weight_words[];", "#endif", "",
-        "namespace {", f"constexpr size_t kArenaBytes = {arena};", f"constexpr size_t kWeightBytes = {wbytes};",
-        f"constexpr uint64_t kWeightDigest = 0x{digest}ull;  // first 64 bits of the blob's sha256, for messages",
-        *low.decls, *_shape_table("kIn", graph.inputs), *_shape_table("kOut", graph.outputs),
-        "", "unsigned char* aligned(size_t bytes, void** base) {",
-        "    *base = std::malloc(bytes + 64);", "    if (!*base) return nullptr;",
-        "    return (unsigned char*)(((uintptr_t)*base + 63) & ~(uintptr_t)63);", "}", "}  // namespace", "",
-        "struct gp_model {", "    gprt::Pool* pool;", "    unsigned char* arena;", "    float* ws;",
-        "    const unsigned char* weights;", "    void* bases[3];", "};", "",
-        'extern "C" {', "",
-        "GP_API gp_model* gp_model_create(const char* weights_path, int threads) {",
-        "    if (threads < 1) threads = 1;", "    gp_model* m = new gp_model();",
-        "    size_t ws = 0;", f"    {ws}" if ws else "", "    m->arena = aligned(kArenaBytes, &m->bases[0]);",
-        "    m->ws = (float*)aligned(ws, &m->bases[1]);",
-        "#if defined(GP_WEIGHTS_EMBEDDED)", "    (void)weights_path;",
-        "    m->weights = (const unsigned char*)gp_weight_words;", "    m->bases[2] = nullptr;", "#else",
-        "    unsigned char* w = aligned(kWeightBytes, &m->bases[2]);",
-        '    FILE* f = weights_path ? std::fopen(weights_path, "rb") : nullptr;',
-        "    size_t got = (f && w) ? std::fread(w, 1, kWeightBytes, f) : 0;",
-        "    bool extra = f && std::fgetc(f) != EOF;", "    if (f) std::fclose(f);",
-        "    if (got != kWeightBytes || extra) {",
-        '        std::fprintf(stderr, "gp_model_create: %s is not this model\'s weights file (%zu bytes, digest %016llx)\\n",',
-        '                     weights_path ? weights_path : "(null)", kWeightBytes, (unsigned long long)kWeightDigest);',
-        "        for (void* b : m->bases) std::free(b);", "        delete m;", "        return nullptr;", "    }",
-        "    m->weights = w;", "#endif",
-        "    if (!m->arena || !m->ws) {", "        gp_model_destroy(m);", "        return nullptr;", "    }",
-        "    m->pool = gprt::pool_create(threads);", "    return m;", "}", "",
-        "GP_API void gp_model_destroy(gp_model* m) {", "    if (!m) return;", "    gprt::pool_destroy(m->pool);",
-        "    for (void* b : m->bases) std::free(b);", "    delete m;", "}", "",
-        "GP_API int gp_model_run(gp_model* m, const void* const* in, void* const* out) {",
-        "    unsigned char* A = m->arena;", "    const unsigned char* W = m->weights;", "    (void)A;", "    (void)W;",
-        *body, *outs, "    return 0;", "}", "",
-        f"GP_API int gp_model_num_inputs(void) {{ return {len(graph.inputs)}; }}",
-        f"GP_API int gp_model_num_outputs(void) {{ return {len(graph.outputs)}; }}",
-        "GP_API int gp_model_input_rank(int i) { return kIn_rank[i]; }",
-        "GP_API const int64_t* gp_model_input_shape(int i) { return kIn[i]; }",
-        "GP_API int gp_model_input_dtype(int i) { return kIn_dtype[i]; }",
-        "GP_API int gp_model_output_rank(int i) { return kOut_rank[i]; }",
-        "GP_API const int64_t* gp_model_output_shape(int i) { return kOut[i]; }",
-        "GP_API int gp_model_output_dtype(int i) { return kOut_dtype[i]; }",
-        "#if defined(GP_WEIGHTS_EMBEDDED)", "GP_API int gp_model_weights_embedded(void) { return 1; }", "#else",
-        "GP_API int gp_model_weights_embedded(void) { return 0; }", "#endif", "", '}  // extern "C"', "",
-    ])
+    return "\n".join(
+        [
+            "// Generated by graphprune (cpp backend): the graph lowered to gprt kernel calls.",
+            "// Tensors live in one arena planned from liveness; nothing is allocated in gp_model_run.",
+            '#include "model.h"',
+            "",
+            "#include <algorithm>",
+            "#include <cstdint>",
+            "#include <cstdio>",
+            "#include <cstdlib>",
+            "#include <cstring>",
+            "",
+            '#include "gprt/gprt.h"',
+            "",
+            "#if defined(GP_WEIGHTS_EMBEDDED)",
+            "extern const uint32_t gp_weight_words[];",
+            "#endif",
+            "",
+            "namespace {",
+            f"constexpr size_t kArenaBytes = {arena};",
+            f"constexpr size_t kWeightBytes = {wbytes};",
+            f"constexpr uint64_t kWeightDigest = 0x{digest}ull;  // first 64 bits of the blob's sha256, for messages",
+            *low.decls,
+            *_shape_table("kIn", graph.inputs),
+            *_shape_table("kOut", graph.outputs),
+            "",
+            "unsigned char* aligned(size_t bytes, void** base) {",
+            "    *base = std::malloc(bytes + 64);",
+            "    if (!*base) return nullptr;",
+            "    return (unsigned char*)(((uintptr_t)*base + 63) & ~(uintptr_t)63);",
+            "}",
+            "}  // namespace",
+            "",
+            "struct gp_model {",
+            "    gprt::Pool* pool;",
+            "    unsigned char* arena;",
+            "    float* ws;",
+            "    const unsigned char* weights;",
+            "    void* bases[3];",
+            "};",
+            "",
+            'extern "C" {',
+            "",
+            "GP_API gp_model* gp_model_create(const char* weights_path, int threads) {",
+            "    if (threads < 1) threads = 1;",
+            "    gp_model* m = new gp_model();",
+            "    size_t ws = 0;",
+            f"    {ws}" if ws else "",
+            "    m->arena = aligned(kArenaBytes, &m->bases[0]);",
+            "    m->ws = (float*)aligned(ws, &m->bases[1]);",
+            "#if defined(GP_WEIGHTS_EMBEDDED)",
+            "    (void)weights_path;",
+            "    m->weights = (const unsigned char*)gp_weight_words;",
+            "    m->bases[2] = nullptr;",
+            "#else",
+            "    unsigned char* w = aligned(kWeightBytes, &m->bases[2]);",
+            '    FILE* f = weights_path ? std::fopen(weights_path, "rb") : nullptr;',
+            "    size_t got = (f && w) ? std::fread(w, 1, kWeightBytes, f) : 0;",
+            "    bool extra = f && std::fgetc(f) != EOF;",
+            "    if (f) std::fclose(f);",
+            "    if (got != kWeightBytes || extra) {",
+            '        std::fprintf(stderr, "gp_model_create: %s is not this model\'s weights file "',
+            '                     "(%zu bytes, digest %016llx)\\n", weights_path ? weights_path : "(null)",',
+            "                     kWeightBytes, (unsigned long long)kWeightDigest);",
+            "        for (void* b : m->bases) std::free(b);",
+            "        delete m;",
+            "        return nullptr;",
+            "    }",
+            "    m->weights = w;",
+            "#endif",
+            "    if (!m->arena || !m->ws) {",
+            "        gp_model_destroy(m);",
+            "        return nullptr;",
+            "    }",
+            "    m->pool = gprt::pool_create(threads);",
+            "    return m;",
+            "}",
+            "",
+            "GP_API void gp_model_destroy(gp_model* m) {",
+            "    if (!m) return;",
+            "    gprt::pool_destroy(m->pool);",
+            "    for (void* b : m->bases) std::free(b);",
+            "    delete m;",
+            "}",
+            "",
+            "GP_API int gp_model_run(gp_model* m, const void* const* in, void* const* out) {",
+            "    unsigned char* A = m->arena;",
+            "    const unsigned char* W = m->weights;",
+            "    (void)A;",
+            "    (void)W;",
+            *body,
+            *outs,
+            "    return 0;",
+            "}",
+            "",
+            f"GP_API int gp_model_num_inputs(void) {{ return {len(graph.inputs)}; }}",
+            f"GP_API int gp_model_num_outputs(void) {{ return {len(graph.outputs)}; }}",
+            "GP_API int gp_model_input_rank(int i) { return kIn_rank[i]; }",
+            "GP_API const int64_t* gp_model_input_shape(int i) { return kIn[i]; }",
+            "GP_API int gp_model_input_dtype(int i) { return kIn_dtype[i]; }",
+            "GP_API int gp_model_output_rank(int i) { return kOut_rank[i]; }",
+            "GP_API const int64_t* gp_model_output_shape(int i) { return kOut[i]; }",
+            "GP_API int gp_model_output_dtype(int i) { return kOut_dtype[i]; }",
+            "#if defined(GP_WEIGHTS_EMBEDDED)",
+            "GP_API int gp_model_weights_embedded(void) { return 1; }",
+            "#else",
+            "GP_API int gp_model_weights_embedded(void) { return 0; }",
+            "#endif",
+            "",
+            '}  // extern "C"',
+            "",
+        ]
+    )

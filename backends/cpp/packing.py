@@ -45,7 +45,7 @@ def pack_block(w: np.ndarray, nb: int, pixels: int) -> BlockCSR:
     cols: list[np.ndarray] = []
     values: list[np.ndarray] = []
     counts: list[int] = []
-    groups = [w[r:r + nb] for r in range(0, full, nb)] + [w[r:r + 1] for r in range(full, m_rows)]
+    groups = [w[r : r + nb] for r in range(0, full, nb)] + [w[r : r + 1] for r in range(full, m_rows)]
     for blk in groups:
         nz = np.flatnonzero(np.any(blk != 0, axis=0))
         counts.append(len(nz))

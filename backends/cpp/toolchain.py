@@ -67,28 +67,45 @@ def find(target: str) -> Toolchain:
         if not cxx:
             raise ToolchainError("no host C++ compiler (g++ or clang++, or $CXX); install the Debian package g++")
         ar = shutil.which("ar") or shutil.which("gcc-ar")
-        return Toolchain("host", (cxx,), (*COMMON, "-march=native", "-fPIC", "-pthread"), ("-pthread",),
-                         (ar,) if ar else None, True)
+        return Toolchain(
+            "host", (cxx,), (*COMMON, "-march=native", "-fPIC", "-pthread"), ("-pthread",), (ar,) if ar else None, True
+        )
     if target == "aarch64":
         gxx = shutil.which("aarch64-linux-gnu-g++")
         if gxx:
             ar = shutil.which("aarch64-linux-gnu-ar")
-            return Toolchain("aarch64", (gxx,), (*COMMON, "-march=armv8-a", "-fPIC", "-pthread"),
-                             ("-static", "-pthread"), (ar,) if ar else None, True)
+            return Toolchain(
+                "aarch64",
+                (gxx,),
+                (*COMMON, "-march=armv8-a", "-fPIC", "-pthread"),
+                ("-static", "-pthread"),
+                (ar,) if ar else None,
+                True,
+            )
         if zig:
-            return Toolchain("aarch64", (zig, "c++", "-target", "aarch64-linux-gnu"), (*COMMON, "-fPIC"), (),
-                             (zig, "ar"), True)
-        raise ToolchainError(f"no aarch64 cross compiler: install the Debian package {APT_AARCH64} "
-                             "(or PyPI ziglang for `zig c++`)")
+            return Toolchain(
+                "aarch64", (zig, "c++", "-target", "aarch64-linux-gnu"), (*COMMON, "-fPIC"), (), (zig, "ar"), True
+            )
+        raise ToolchainError(
+            f"no aarch64 cross compiler: install the Debian package {APT_AARCH64} (or PyPI ziglang for `zig c++`)"
+        )
     clang = shutil.which("clang++-16") or shutil.which("clang-16")
     if clang and WASI_LIBCXX.is_dir() and _has_wasm_ld() and Path("/usr/lib/wasm32-wasi/libc.a").exists():
-        cflags = ("--target=wasm32-wasi", "-msimd128", "-fno-exceptions", "-nostdinc++", "-isystem", str(WASI_LIBCXX),
-                  *COMMON)
+        cflags = (
+            "--target=wasm32-wasi",
+            "-msimd128",
+            "-fno-exceptions",
+            "-nostdinc++",
+            "-isystem",
+            str(WASI_LIBCXX),
+            *COMMON,
+        )
         ldflags = ("-Wl,-z,stack-size=1048576", "-Wl,--initial-memory=16777216", "-Wl,--max-memory=2147483648")
         return Toolchain("wasm32", (clang,), cflags, ldflags, None, False)
     if zig:
-        return Toolchain("wasm32", (zig, "c++", "-target", "wasm32-wasi"), ("-msimd128", "-fno-exceptions", *COMMON),
-                         (), None, False)
+        return Toolchain(
+            "wasm32", (zig, "c++", "-target", "wasm32-wasi"), ("-msimd128", "-fno-exceptions", *COMMON), (), None, False
+        )
     raise ToolchainError(f"no wasm32 compiler: install the Debian packages {APT_WASM} (or PyPI ziglang)")
 
 

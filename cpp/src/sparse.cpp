@@ -146,12 +146,13 @@ void spmm_block(Pool* pool, int nb, int64_t M, int64_t P, const int32_t* counts,
 
 // ---- N:M ----
 
-template <int TV>
-static void nm_rows(int n, int m, int64_t M, int64_t K, int64_t P, int64_t npix, const float* values,
-                    const uint8_t* idx, const float* bias, const float* x, float* y, Act act) {
-    int64_t per_row = K / m * n;
+// N and M are compile-time so the group loop unrolls and the positions index the group's rows directly.
+template <int TV, int N, int M>
+static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const float* values, const uint8_t* idx,
+                    const float* bias, const float* x, float* y, Act act) {
+    int64_t per_row = K / M * N;
     bool clamp = act.lo != -kInf || act.hi != kInf;
-    for (int64_t o = 0; o < M; o++) {
+    for (int64_t o = 0; o < rows; o++) {
         const float* w = values + o * per_row;
         const uint8_t* ix = idx + o * per_row;
         if (npix == TV * VW) {
@@ -159,11 +160,12 @@ static void nm_rows(int n, int m, int64_t M, int64_t K, int64_t P, int64_t npix,
             vf b = vbcast(bias ? bias[o] : 0.f);
             GPRT_UNROLL
             for (int t = 0; t < TV; t++) acc[t] = b;
-            for (int64_t g = 0, q = 0; g < K; g += m) {
-                const float* xg = x + g * P;
-                for (int j = 0; j < n; j++, q++) {
-                    vf wv = vbcast(w[q]);
-                    const float* xp = xg + (int64_t)ix[q] * P;
+            const float* xg = x;
+            for (int64_t g = 0; g < K; g += M, xg += M * P, w += N, ix += N) {
+                GPRT_UNROLL
+                for (int j = 0; j < N; j++) {
+                    vf wv = vbcast(w[j]);
+                    const float* xp = xg + (int64_t)ix[j] * P;
                     GPRT_UNROLL
                     for (int t = 0; t < TV; t++) acc[t] += wv * vload(xp + t * VW);
                 }
@@ -173,25 +175,34 @@ static void nm_rows(int n, int m, int64_t M, int64_t K, int64_t P, int64_t npix,
         } else {
             for (int64_t t = 0; t < npix; t++) {
                 float acc = bias ? bias[o] : 0.f;
-                for (int64_t g = 0, q = 0; g < K; g += m)
-                    for (int j = 0; j < n; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
+                for (int64_t g = 0, q = 0; g < K; g += M)
+                    for (int j = 0; j < N; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
                 y[o * P + t] = std::min(std::max(acc, act.lo), act.hi);
             }
         }
     }
 }
 
-void spmm_nm(Pool* pool, int n, int m, int64_t M, int64_t K, int64_t P, const float* values, const uint8_t* idx,
-             const float* bias, const float* x, float* y, Act act) {
+template <int N, int M>
+static void spmm_nm_t(Pool* pool, int64_t rows, int64_t K, int64_t P, const float* values, const uint8_t* idx,
+                      const float* bias, const float* x, float* y, Act act) {
     constexpr int TV = csr_tv();
     constexpr int64_t T = TV * VW;
     int64_t full = P / T, rest = P - full * T;
     parallel_for(pool, full + (rest ? 1 : 0), [&](int64_t b, int64_t e, int) {
         for (int64_t u = b; u < e; u++) {
             int64_t off = u * T, npix = u < full ? T : rest;
-            nm_rows<TV>(n, m, M, K, P, npix, values, idx, bias, x + off, y + off, act);
+            nm_rows<TV, N, M>(rows, K, P, npix, values, idx, bias, x + off, y + off, act);
         }
     });
+}
+
+void spmm_nm(Pool* pool, int n, int m, int64_t M, int64_t K, int64_t P, const float* values, const uint8_t* idx,
+             const float* bias, const float* x, float* y, Act act) {
+    if (n == 2 && m == 4) return spmm_nm_t<2, 4>(pool, M, K, P, values, idx, bias, x, y, act);
+    if (n == 1 && m == 4) return spmm_nm_t<1, 4>(pool, M, K, P, values, idx, bias, x, y, act);
+    if (n == 4 && m == 8) return spmm_nm_t<4, 8>(pool, M, K, P, values, idx, bias, x, y, act);
+    __builtin_trap();  // unreachable: the code generator emits only 2:4 (packing.FORMATS)
 }
 
 }  // namespace gprt

@@ -57,7 +57,7 @@ size_t matmul_workspace(int64_t M, int64_t N, int64_t K, int threads);
 void spmm_block(Pool* pool, int nb, int64_t M, int64_t P, const int32_t* counts, const int32_t* incs,
                 const float* values, const float* bias, const float* x, float* y, Act act);
 // N:M: every group of m consecutive input channels keeps n values; values[M, K/m*n], idx[M, K/m*n]
-// gives each value's position inside its group.
+// gives each value's position inside its group. (n, m) is one of (2, 4), (1, 4), (4, 8).
 void spmm_nm(Pool* pool, int n, int m, int64_t M, int64_t K, int64_t P, const float* values, const uint8_t* idx,
              const float* bias, const float* x, float* y, Act act);
 

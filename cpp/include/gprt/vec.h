@@ -41,7 +41,7 @@ static inline vf vload(const float* p) {
     return v;
 }
 static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-static inline vf vbcast(float s) { return vf{} + s; }
+static inline vf vbcast(float s) { return s - vf{}; }  // s - 0 == s exactly: folds to a broadcast
 static inline vf vclamp(vf v, float lo, float hi) {
     vf r = v;
     for (int i = 0; i < GPRT_VW; i++) r[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
