@@ -292,3 +292,44 @@ def test_cli_compile(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "file")]) == 2
     err = capsys.readouterr().err
     assert "not a folder" in err and "Traceback" not in err
+
+
+NO_HEAP = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <vector>
+#include "model.h"
+static long allocs = 0;
+extern "C" void* __real_malloc(size_t);
+extern "C" void* __wrap_malloc(size_t n) { allocs++; return __real_malloc(n); }
+void* operator new(size_t n) { allocs++; void* p = std::malloc(n); if (!p) throw std::bad_alloc(); return p; }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+int main() {
+    std::vector<std::vector<char>> ins(gp_model_num_inputs()), outs(gp_model_num_outputs());
+    std::vector<const void*> ip; std::vector<void*> op;
+    for (auto& v : ins) { v.assign(1 << 20, 0); ip.push_back(v.data()); }
+    for (auto& v : outs) { v.assign(1 << 20, 0); op.push_back(v.data()); }
+    gp_model* m = gp_model_create(nullptr, 2);
+    long before = allocs;
+    for (int i = 0; i < 3; i++) gp_model_run(m, ip.data(), op.data());
+    std::printf("%ld\n", allocs - before);
+    gp_model_destroy(m);
+}
+"""
+
+
+@pytest.mark.parametrize("name", ["vit", "unet"])
+def test_run_allocates_nothing(name, tmp_path):
+    """operator new and malloc are counted around gp_model_run (two threads): zero calls."""
+    import subprocess
+
+    g, _ = zoo_graph(name)
+    gp.compile(g, out_dir=tmp_path, threads=2)
+    (tmp_path / "t.cpp").write_text(NO_HEAP)
+    tc = toolchain.find("host")
+    exe = tmp_path / "t"
+    subprocess.run([*tc.cxx, "-O1", f"-I{tmp_path}", str(tmp_path / "t.cpp"), str(tmp_path / "libmodel.a"),
+                    "-Wl,--wrap=malloc", "-pthread", "-o", str(exe)], check=True)
+    assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "0"

@@ -173,14 +173,17 @@ class Artifact:
             out.append(np.ascontiguousarray(a, dtype=dt.numpy if dt is not DType.BOOL else np.bool_))
         return out
 
-    def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        """Run the built model on numpy arrays (one per graph input); one array per graph output."""
+    def run(self, *arrays: np.ndarray, out: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Run the built model on numpy arrays (one per graph input); one array per graph output.
+        Host only: `out` gives preallocated, C-contiguous output arrays to write into (no allocation)."""
         ins = self._inputs(arrays)
         if self.target == "host":
-            return self._run_inprocess(ins)
+            return self._run_inprocess(ins, out)
+        if out is not None:
+            raise GraphpruneError(f"out= is for the host target; {self.target} runs out of process")
         return self._run_runner(ins)
 
-    def _run_inprocess(self, ins: list[np.ndarray]) -> list[np.ndarray]:
+    def _run_inprocess(self, ins: list[np.ndarray], out: list[np.ndarray] | None) -> list[np.ndarray]:
         if self._lib is None:
             lib = ctypes.CDLL(str(_build.copy_for_load(self.out_dir / "libmodel.so")))
             lib.gp_model_create.restype = ctypes.c_void_p
@@ -192,7 +195,17 @@ class Artifact:
             if not handle:
                 raise GraphpruneError(f"{self.out_dir}: gp_model_create failed (weights file or memory)")
             self._lib, self._handle = lib, handle
-        outs = [np.empty(shape, dtype=_NUMPY[codegen.DTYPE_CODE[dt]]) for shape, dt in self.io[1]]
+        want = [(shape, np.dtype(_NUMPY[codegen.DTYPE_CODE[dt]])) for shape, dt in self.io[1]]
+        if out is None:
+            outs = [np.empty(shape, dtype=dt) for shape, dt in want]
+        else:
+            outs = list(out)
+            ok = len(outs) == len(want) and all(
+                o.shape == shape and o.dtype == dt and o.flags.c_contiguous and o.flags.writeable
+                for o, (shape, dt) in zip(outs, want, strict=False)
+            )
+            if not ok:
+                raise GraphpruneError(f"out=: expected writable C-contiguous arrays {[(s, str(d)) for s, d in want]}")
         in_ptrs = (ctypes.c_void_p * max(len(ins), 1))(*[a.ctypes.data for a in ins])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[o.ctypes.data for o in outs])
         self._lib.gp_model_run(self._handle, in_ptrs, out_ptrs)

@@ -18,8 +18,8 @@ struct Pool {
 Pool* pool_create(int) { return new Pool{1}; }
 void pool_destroy(Pool* pool) { delete pool; }
 int pool_size(const Pool*) { return 1; }
-void parallel_for(Pool*, int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
-    if (n > 0) fn(0, n, 0);
+void parallel_for_raw(Pool*, int64_t n, RangeFn fn, void* ctx) {
+    if (n > 0) fn(ctx, 0, n, 0);
 }
 #else
 struct Pool {
@@ -27,7 +27,8 @@ struct Pool {
     std::vector<std::thread> workers;
     std::mutex mu;
     std::condition_variable wake, done;
-    const std::function<void(int64_t, int64_t, int)>* job = nullptr;
+    RangeFn job = nullptr;
+    void* ctx = nullptr;
     int64_t total = 0;
     int parts = 0;
     int pending = 0;
@@ -47,12 +48,13 @@ static void worker_main(Pool* p, int id) {
         p->wake.wait(lock, [&] { return p->stop || p->generation != seen; });
         if (p->stop) return;
         seen = p->generation;
-        const auto* job = p->job;
+        RangeFn job = p->job;
+        void* ctx = p->ctx;
         int64_t b, e;
         chunk(p->total, p->parts, id, &b, &e);
         bool active = id < p->parts;
         lock.unlock();
-        if (active && b < e) (*job)(b, e, id);
+        if (active && b < e) job(ctx, b, e, id);
         lock.lock();
         if (--p->pending == 0) p->done.notify_one();
     }
@@ -78,16 +80,17 @@ void pool_destroy(Pool* p) {
 
 int pool_size(const Pool* p) { return p ? p->n : 1; }
 
-void parallel_for(Pool* p, int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
+void parallel_for_raw(Pool* p, int64_t n, RangeFn fn, void* ctx) {
     if (n <= 0) return;
     if (!p || p->n == 1 || n == 1) {
-        fn(0, n, 0);
+        fn(ctx, 0, n, 0);
         return;
     }
     int parts = n < p->n ? (int)n : p->n;
     {
         std::lock_guard<std::mutex> lock(p->mu);
-        p->job = &fn;
+        p->job = fn;
+        p->ctx = ctx;
         p->total = n;
         p->parts = parts;
         p->pending = p->n - 1;
@@ -96,7 +99,7 @@ void parallel_for(Pool* p, int64_t n, const std::function<void(int64_t, int64_t,
     p->wake.notify_all();
     int64_t b, e;
     chunk(n, parts, 0, &b, &e);
-    fn(b, e, 0);
+    fn(ctx, b, e, 0);
     std::unique_lock<std::mutex> lock(p->mu);
     p->done.wait(lock, [&] { return p->pending == 0; });
 }

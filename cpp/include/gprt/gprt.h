@@ -4,7 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <functional>
+#include <type_traits>
 
 namespace gprt {
 
@@ -13,7 +13,15 @@ struct Pool;
 Pool* pool_create(int threads);  // threads <= 1 (and every wasm32 build): runs inline
 void pool_destroy(Pool* pool);
 int pool_size(const Pool* pool);
-void parallel_for(Pool* pool, int64_t n, const std::function<void(int64_t begin, int64_t end, int worker)>& fn);
+// fn(ctx, begin, end, worker); a plain function pointer, so that no call allocates (run() never does)
+typedef void (*RangeFn)(void* ctx, int64_t begin, int64_t end, int worker);
+void parallel_for_raw(Pool* pool, int64_t n, RangeFn fn, void* ctx);
+template <class F>
+inline void parallel_for(Pool* pool, int64_t n, F&& f) {
+    typedef typename std::remove_reference<F>::type Fn;
+    parallel_for_raw(pool, n, [](void* c, int64_t b, int64_t e, int w) { (*static_cast<Fn*>(c))(b, e, w); },
+                     (void*)&f);
+}
 
 // ---- activations fused into producers: y = clamp(x, lo, hi) (relu: [0, inf), relu6: [0, 6]) ----
 struct Act {
