@@ -87,23 +87,24 @@ static void ukernel(int64_t kc, const float* Ap, const float* Bp, float* C, int6
     vf acc[MR][NV];
     const bool full = mr == MR && nr == NR;
     float tile[MR * NR];
-    if (ep.first) {
+    if (ep.first && (ep.kind != kBiasCol || nr == NR)) {  // accumulators start at the bias (or zero)
+        GPRT_UNROLL
+        for (int i = 0; i < MR; i++) {
+            vf r = vbcast(ep.kind == kBiasRow && i < mr ? ep.bias[i] : 0.f);
+            GPRT_UNROLL
+            for (int j = 0; j < NV; j++) acc[i][j] = ep.kind == kBiasCol ? vload(ep.bias + j * VW) : r;
+        }
+    } else {  // a partial tile (or a column bias on one) goes through a zero-padded copy
         for (int i = 0; i < MR; i++)
             for (int j = 0; j < NR; j++) {
-                float v = 0.f;
-                if (ep.kind == kBiasRow && i < mr) v = ep.bias[i];
-                if (ep.kind == kBiasCol && j < nr) v = ep.bias[j];
-                tile[i * NR + j] = v;
+                bool in = i < mr && j < nr;
+                tile[i * NR + j] = ep.first ? (in && ep.kind == kBiasCol ? ep.bias[j] : 0.f) : (in ? C[i * ldc + j] : 0.f);
             }
-    } else if (!full) {
-        for (int64_t i = 0; i < mr; i++)
-            for (int64_t j = 0; j < nr; j++) tile[i * NR + j] = C[i * ldc + j];
-    }
-    GPRT_UNROLL
-    for (int i = 0; i < MR; i++) {
         GPRT_UNROLL
-        for (int j = 0; j < NV; j++)
-            acc[i][j] = (!ep.first && full) ? vload(C + i * ldc + j * VW) : vload(tile + i * NR + j * VW);
+        for (int i = 0; i < MR; i++) {
+            GPRT_UNROLL
+            for (int j = 0; j < NV; j++) acc[i][j] = full ? vload(C + i * ldc + j * VW) : vload(tile + i * NR + j * VW);
+        }
     }
     for (int64_t k = 0; k < kc; k++) {
         vf b[NV];
