@@ -333,3 +333,24 @@ def test_run_allocates_nothing(name, tmp_path):
     subprocess.run([*tc.cxx, "-O1", f"-I{tmp_path}", str(tmp_path / "t.cpp"), str(tmp_path / "libmodel.a"),
                     "-Wl,--wrap=malloc", "-pthread", "-o", str(exe)], check=True)
     assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [["-march=haswell"], ["-DGPRT_SCALAR"], ["-msse2", "-mno-avx"]],
+                         ids=["avx2", "scalar", "sse"])
+def test_other_vector_paths(flags, tmp_path):
+    """The same generated folder rebuilt for the AVX2, SSE and scalar paths of the vector abstraction
+    (the host build uses AVX-512 where the CPU has it), dense and sparse kernels included."""
+    import subprocess
+
+    g, ins = sparse_model("block4")
+    gp.compile(g, out_dir=tmp_path, sparse="auto")
+    tc = toolchain.find("host")
+    srcs = [tmp_path / "model.cpp", tmp_path / "model_weights.cpp", *sorted((tmp_path / "runtime" / "src").glob("*.cpp")),
+            tmp_path / "runtime" / "tools" / "runner.cpp"]
+    exe = tmp_path / "runner_isa"
+    subprocess.run([*tc.cxx, "-std=c++17", "-O1", *flags, "-DGP_WEIGHTS_EMBEDDED", f"-I{tmp_path}",
+                    f"-I{tmp_path / 'runtime' / 'include'}", *map(str, srcs), "-pthread", "-o", str(exe)], check=True)
+    np.save(tmp_path / "in0.npy", ins[0])
+    subprocess.run([str(exe), "--threads", "2", "-o", "out", "in0.npy"], cwd=tmp_path, check=True)
+    assert_close_scaled([np.load(tmp_path / "out0.npy")], g.run(*ins), rel=REL, what=" ".join(flags))

@@ -23,7 +23,17 @@ from . import codegen, packing, toolchain
 from .codegen import CompileError, Generated
 from .toolchain import BuildError, ToolchainError
 
-__all__ = ["Artifact", "BuildError", "CompileError", "ToolchainError", "compile", "generate_files", "host_isa"]
+__all__ = [
+    "Artifact",
+    "BuildError",
+    "Capability",
+    "CompileError",
+    "ToolchainError",
+    "capability",
+    "compile",
+    "generate_files",
+    "host_isa",
+]
 
 _NUMPY = {0: np.float32, 1: np.int64, 2: np.bool_, 3: np.int32}
 
@@ -44,6 +54,23 @@ const module = await WebAssembly.compile(await readFile(path.join(here, "model.w
 const instance = await WebAssembly.instantiate(module, wasi.getImportObject());
 process.exitCode = wasi.start(instance);
 """
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What a target's build offers the code generator."""
+
+    target: str
+    isa: str  # row of the break-even table (breakeven.py)
+    vector_floats: int  # floats per vector register of the gprt vector abstraction (vec.h)
+    sparse_formats: tuple[str, ...]
+    dtypes: tuple[str, ...]
+
+
+def capability(target: str) -> Capability:
+    isa = host_isa(target)
+    width = {"avx512": 16, "avx2": 8, "neon": 4, "wasm-simd128": 4, "scalar": 1}[isa]
+    return Capability(target, isa, width, packing.FORMATS, tuple(d.value for d in codegen.CTYPE))
 
 
 def host_isa(target: str) -> str:
@@ -105,7 +132,7 @@ def generate_files(
         raise GraphpruneError(f"weights={weights!r}: expected 'embed' (in the library) or 'bin' (model_weights.bin)")
     if sparse not in ("auto", "off", *packing.FORMATS):
         raise GraphpruneError(f"sparse={sparse!r}: expected auto, off or one of {', '.join(packing.FORMATS)}")
-    gen = codegen.generate(graph, codegen.Options(threads=threads, isa=host_isa(target), sparse=sparse))
+    gen = codegen.generate(graph, codegen.Options(threads=threads, isa=capability(target).isa, sparse=sparse))
     rt = _build.runtime_files()
     files = {"model.h": gen.header.encode(), "model.cpp": gen.source.encode()}
     if weights == "embed":

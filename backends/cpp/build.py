@@ -69,14 +69,14 @@ def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
         os.replace(tmp, dest)
 
 
-def _cached_object(tc: Toolchain, src: Path, includes: Sequence[Path], defines: Sequence[str], deps: bytes) -> Path:
-    key = hashlib.sha256(tc.key.encode() + repr(list(defines)).encode() + src.read_bytes() + deps).hexdigest()
+def _cached_object(tc: Toolchain, src: Path, includes: Sequence[Path], flags: Sequence[str], deps: bytes) -> Path:
+    key = hashlib.sha256(tc.key.encode() + repr(list(flags)).encode() + src.read_bytes() + deps).hexdigest()
     obj = cache_dir() / f"{key[:32]}.o"
     if not obj.exists():
         fd, tmp = tempfile.mkstemp(suffix=".o", dir=obj.parent)
         os.close(fd)
         try:
-            tc.compile(src, Path(tmp), [*(f"-I{p}" for p in includes), *defines])
+            tc.compile(src, Path(tmp), [*(f"-I{p}" for p in includes), *flags])
             os.replace(tmp, obj)
         finally:
             if os.path.exists(tmp):
@@ -91,7 +91,8 @@ def build(out_dir: Path, tc: Toolchain, embedded: bool) -> None:
     model_h = (out_dir / "model.h").read_bytes()
     inc = [rt / "include", out_dir]
     defines = ["-DGP_WEIGHTS_EMBEDDED"] if embedded else []
-    runtime_objs = [_cached_object(tc, p, inc, [], headers) for p in sorted((rt / "src").glob("*.cpp"))]
+    # the runtime is compiled once per toolchain (cached), so it can afford -O3's loop vectorizer
+    runtime_objs = [_cached_object(tc, p, inc, ["-O3"], headers) for p in sorted((rt / "src").glob("*.cpp"))]
     model_objs = [_cached_object(tc, out_dir / "model.cpp", inc, defines, headers + model_h)]
     if embedded:
         model_objs.append(_cached_object(tc, out_dir / "model_weights.cpp", inc, [], b""))

@@ -206,9 +206,96 @@ static bool is_pointwise(const ConvShape& s) {
 }
 static bool is_depthwise(const ConvShape& s) { return s.G == s.C && s.OC == s.C && s.G > 1; }
 
+// Depthwise convolution, one channel at a time, as a 1-D stencil: the channel is copied into a
+// zero-padded plane of width Wp, so output (oh, ow) reads plane[(oh*SH + kh*DH)*Wp + ow*SW + kw*DW]
+// with no bounds checks. Over a grid of Gw = SH*Wp/SW columns per output row that index is
+// SW*q + kh*DH*Wp + kw*DW for the flat grid position q = oh*Gw + ow, so whole vectors of q run at
+// once, whatever the image width; the columns past OW are computed and dropped.
+struct DwPlan {
+    int64_t Wp, Hp, Gw, grid, plane;
+};
+
+static DwPlan dw_plan(const ConvShape& s) {
+    DwPlan d;
+    int64_t need_w = std::max(s.W + s.PW, (s.OW - 1) * s.SW + (s.KW - 1) * s.DW + 1);
+    d.Wp = round_up(need_w, s.SW);
+    d.Gw = s.SH * d.Wp / s.SW;
+    d.grid = round_up(s.OH * d.Gw, VW);
+    // the last vector of q reads up to SW*grid + (KH-1)*DH*Wp + (KW-1)*DW (+ VW*SW for the pairs)
+    int64_t reach = s.SW * d.grid + (s.KH - 1) * s.DH * d.Wp + (s.KW - 1) * s.DW + 2 * VW * s.SW;
+    d.Hp = std::max(s.H + s.PH, (reach + d.Wp - 1) / d.Wp);
+    d.plane = d.Hp * d.Wp;
+    return d;
+}
+
+static inline vf load_strided(const float* p, int64_t stride) {
+#if GPRT_VW == 1
+    (void)stride;
+    return p[0];
+#else
+    if (stride == 1) return vload(p);
+    if (stride == 2) {  // even lanes of two vectors
+        vf a = vload(p), b = vload(p + VW);
+#if GPRT_VW == 4
+        return __builtin_shufflevector(a, b, 0, 2, 4, 6);
+#elif GPRT_VW == 8
+        return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+#else
+        return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+#endif
+    }
+    vf v;
+    for (int l = 0; l < VW; l++) v[l] = p[l * stride];
+    return v;
+#endif
+}
+
+// The stencil over the grid; KH/KW/SW are compile-time for the common shapes (0: taken from s).
+template <int KH_, int KW_, int SW_>
+static void dw_grid(const ConvShape& s, const DwPlan& d, const float* plane, const float* w, float bias, float* grid) {
+    const int64_t KH = KH_ ? KH_ : s.KH, KW = KW_ ? KW_ : s.KW, SW = SW_ ? SW_ : s.SW;
+    for (int64_t q = 0; q < d.grid; q += VW) {
+        vf acc = vbcast(bias);
+        const float* base = plane + SW * q;
+        for (int64_t kh = 0; kh < KH; kh++) {
+            const float* row = base + kh * s.DH * d.Wp;
+                for (int64_t kw = 0; kw < KW; kw++) acc += vbcast(w[kh * KW + kw]) * load_strided(row + kw * s.DW, SW);
+        }
+        vstore(grid + q, acc);
+    }
+}
+
+static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
+                              float* y, Act act, float* plane, float* grid) {
+    std::fill(plane, plane + d.plane, 0.f);
+    for (int64_t h = 0; h < s.H; h++) std::memcpy(plane + (h + s.PH) * d.Wp + s.PW, x + h * s.W, sizeof(float) * s.W);
+    if (s.KH == 3 && s.KW == 3 && s.SW == 1)
+        dw_grid<3, 3, 1>(s, d, plane, w, bias, grid);
+    else if (s.KH == 3 && s.KW == 3 && s.SW == 2)
+        dw_grid<3, 3, 2>(s, d, plane, w, bias, grid);
+    else if (s.KH == 5 && s.KW == 5 && s.SW == 1)
+        dw_grid<5, 5, 1>(s, d, plane, w, bias, grid);
+    else if (s.KH == 5 && s.KW == 5 && s.SW == 2)
+        dw_grid<5, 5, 2>(s, d, plane, w, bias, grid);
+    else
+        dw_grid<0, 0, 0>(s, d, plane, w, bias, grid);
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        const float* g = grid + oh * d.Gw;
+        float* yr = y + oh * s.OW;
+        if (clamp)
+            for (int64_t ow = 0; ow < s.OW; ow++) yr[ow] = std::min(std::max(g[ow], act.lo), act.hi);
+        else
+            std::memcpy(yr, g, sizeof(float) * s.OW);
+    }
+}
+
 size_t conv_workspace(const ConvShape& s, int threads) {
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G;
-    if (is_depthwise(s)) return 0;
+    if (is_depthwise(s)) {
+        DwPlan d = dw_plan(s);
+        return (size_t)threads * (size_t)(d.plane + d.grid + 32) * sizeof(float);
+    }
     size_t g = gemm_workspace(OCg, P, Cg * s.KH * s.KW, threads);
     if (is_pointwise(s)) return g;
     return g + (size_t)(Cg * s.KH * s.KW * P + 16) * sizeof(float);
@@ -237,41 +324,18 @@ static void im2col(const ConvShape& s, const float* x, float* cols) {
             }
 }
 
-static void depthwise_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
-    for (int64_t oh = 0; oh < s.OH; oh++) {
-        float* yr = y + oh * s.OW;
-        std::fill(yr, yr + s.OW, bias);
-        for (int64_t kh = 0; kh < s.KH; kh++) {
-            int64_t ih = oh * s.SH - s.PH + kh * s.DH;
-            if (ih < 0 || ih >= s.H) continue;
-            const float* xr = x + ih * s.W;
-            for (int64_t kw = 0; kw < s.KW; kw++) {
-                float wv = w[kh * s.KW + kw];
-                int64_t off = kw * s.DW - s.PW;  // iw = ow * SW + off must lie in [0, W)
-                int64_t lo = off >= 0 ? 0 : (-off + s.SW - 1) / s.SW;
-                int64_t hi = s.W - 1 - off < 0 ? 0 : (s.W - 1 - off) / s.SW + 1;
-                hi = std::min(hi, s.OW);
-                if (s.SW == 1) {
-                    const float* xs = xr + off;
-                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += wv * xs[ow];
-                } else {
-                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * s.SW + off];
-                }
-            }
-        }
-        if (act.lo != -kInf || act.hi != kInf)
-            for (int64_t ow = 0; ow < s.OW; ow++) yr[ow] = std::min(std::max(yr[ow], act.lo), act.hi);
-    }
-}
-
 void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const float* w, const float* b, float* y,
             Act act) {
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G, Kg = Cg * s.KH * s.KW;
     if (is_depthwise(s)) {
-        parallel_for(pool, s.N * s.C, [&](int64_t b0, int64_t e0, int) {
+        DwPlan d = dw_plan(s);
+        int64_t per = d.plane + d.grid + 32;
+        parallel_for(pool, s.N * s.C, [&](int64_t b0, int64_t e0, int worker) {
+            float* plane = ws + worker * per;
             for (int64_t nc = b0; nc < e0; nc++) {
                 int64_t c = nc % s.C;
-                depthwise_channel(s, x + nc * s.H * s.W, w + c * s.KH * s.KW, b ? b[c] : 0.f, y + nc * P, act);
+                depthwise_channel(s, d, x + nc * s.H * s.W, w + c * s.KH * s.KW, b ? b[c] : 0.f, y + nc * P, act,
+                                  plane, plane + d.plane + 16);
             }
         });
         return;

@@ -42,10 +42,10 @@ static inline vf vload(const float* p) {
 }
 static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 static inline vf vbcast(float s) { return s - vf{}; }  // s - 0 == s exactly: folds to a broadcast
-static inline vf vclamp(vf v, float lo, float hi) {
-    vf r = v;
-    for (int i = 0; i < GPRT_VW; i++) r[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
-    return r;
+static inline vf vclamp(vf v, float lo, float hi) {  // lane-wise select: one max and one min per vector
+    vf l = vbcast(lo), h = vbcast(hi);
+    v = v < l ? l : v;
+    return v > h ? h : v;
 }
 #endif
 
