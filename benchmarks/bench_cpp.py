@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -206,17 +207,28 @@ def breakeven(target: str, reps: int) -> tuple[str, dict[str, float]]:
     return "\n".join(f"- {r}" for r in rows), table
 
 
+_MODEL: list = []
+
+
+def sparse_mobilenet() -> tuple[gp.Graph, list[np.ndarray]]:
+    """MobileNetV2 1.0 at 224x224, 50% of the channels pruned, 80% of the 4x1 blocks of every 1x1 conv zero."""
+    if not _MODEL:
+        model = mobilenet_v2()
+        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        g = gp.prune(gp.trace(model, (x,)), channels=0.5)
+        rng = np.random.default_rng(2)
+        for node in g.find(Op.CONV):
+            w = node.inputs[1]
+            if w.type.shape[2:] == (1, 1) and node.attrs.groups == 1 and w.type.shape[0] % 4 == 0:
+                data = np.asarray(w.data)
+                sparse = sparsify(data.reshape(data.shape[0], -1), "block4", 0.8, rng).reshape(data.shape)
+                g.replace_const_data(w, sparse)
+        _MODEL.append((g, [x.numpy()]))
+    return _MODEL[0]
+
+
 def whole_model(reps: int) -> tuple[str, dict[str, float]]:
-    model = mobilenet_v2()
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    g = gp.prune(gp.trace(model, (x,)), channels=0.5)
-    rng = np.random.default_rng(2)
-    for node in g.find(Op.CONV):
-        w = node.inputs[1]
-        if w.type.shape[2:] == (1, 1) and node.attrs.groups == 1 and w.type.shape[0] % 4 == 0:
-            data = np.asarray(w.data)
-            g.replace_const_data(w, sparsify(data.reshape(data.shape[0], -1), "block4", 0.8, rng).reshape(data.shape))
-    xs = [x.numpy()]
+    g, xs = sparse_mobilenet()
     ref = g.run(*xs)
     rows = ["| Build | Threads | ms | vs onnxruntime (pruned ONNX) |", "|---|---|---|---|"]
     timers: dict[str, Callable[[], float]] = {}
@@ -239,6 +251,52 @@ def whole_model(reps: int) -> tuple[str, dict[str, float]]:
         ):
             t = figures[f"{sparse}{threads}"]
             rows.append(f"| {label} | {threads} | {t * 1e3:.2f} | {t_ort / t:.2f}x |")
+    return "\n".join(rows), figures
+
+
+NODE_BENCH = Path(__file__).resolve().parent / "wasm"
+
+
+def time_ort_web(onnx_path: Path, x: np.ndarray, reps: int) -> float:
+    """onnxruntime-web (wasm backend, SIMD, one thread) in node, on the same ONNX and input."""
+    inp = WORK / "ort_web_input.npy"
+    np.save(inp, x)
+    out = subprocess.run(
+        ["node", "--no-warnings", str(NODE_BENCH / "ort_web.mjs"), str(onnx_path), str(inp), str(reps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.split("min_ms")[1].split()[0]) / 1e3
+
+
+def wasm_vs_ort_web(reps: int) -> tuple[str, dict[str, float]]:
+    """The wasm32 artifact in node against onnxruntime-web in node: the 1x1 layer and the whole model."""
+    if not (NODE_BENCH / "node_modules" / "onnxruntime-web").is_dir():
+        return f"(skipped: run `npm install --prefix {NODE_BENCH}` for onnxruntime-web)", {}
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((C, C)).astype(np.float32) / 16
+    xk = [rng.standard_normal((1, C, HW, HW)).astype(np.float32)]
+    g_model, xm = sparse_mobilenet()
+    rows = ["| Workload | onnxruntime-web ms | graphprune wasm32 ms | speed-up |", "|---|---|---|---|"]
+    figures: dict[str, float] = {}
+    cases = [
+        ("1x1 conv 256x256 on 56x56, dense", conv_graph(w), xk, "off"),
+        ("1x1 conv, 90% zeros (CSR)", conv_graph(sparsify(w, "csr", 0.9, rng)), xk, "auto"),
+        ("MobileNetV2 pruned 50%, dense kernels", g_model, xm, "off"),
+        ("MobileNetV2 pruned 50%, 1x1 layers 80% block-sparse, sparse kernels", g_model, xm, "auto"),
+    ]
+    for i, (label, g, x, sparse) in enumerate(cases):
+        path = WORK / f"web-{i}.onnx"
+        gp.save(g, path)
+        art = build(g, f"web-{i}-{sparse}", target="wasm32", sparse=sparse)
+        timers = {
+            "web": lambda path=path, x=x: time_ort_web(path, x[0], reps),
+            "ours": lambda art=art, x=x: time_artifact(art, x, reps),
+        }
+        t = interleaved(timers, 2)
+        figures[f"{i}"] = t["web"] / t["ours"]
+        rows.append(f"| {label} | {t['web'] * 1e3:.2f} | {t['ours'] * 1e3:.2f} | {t['web'] / t['ours']:.2f}x |")
     return "\n".join(rows), figures
 
 
@@ -275,6 +333,8 @@ def main() -> None:
     print(be_wasm, table_wasm, flush=True)
     m_table, m = whole_model(reps)
     print(m_table, flush=True)
+    w_table, wf = ("(skipped)", {}) if args.skip_wasm else wasm_vs_ort_web(3)
+    print(w_table, flush=True)
     sz = size()
     print(sz)
     goals = [
@@ -285,9 +345,16 @@ def main() -> None:
         ("whole model >= 2x onnxruntime (1 thread)", m["ort1"] / m["auto1"], 2.0),
         ("whole model >= 2x onnxruntime (2 threads)", m["ort2"] / m["auto2"], 2.0),
     ]
+    if wf:
+        goals += [
+            ("wasm32 dense at least as fast as onnxruntime-web (whole model)", wf["2"], 1.0),
+            ("wasm32 sparse >= 2x onnxruntime-web (whole model)", wf["3"], 2.0),
+        ]
     goal_rows = "\n".join(
         f"| {name} | {got:.2f}x | {'met' if got >= need else 'NOT met'} |" for name, got, need in goals
     )
+    lock = NODE_BENCH / "node_modules" / "onnxruntime-web" / "package.json"
+    ort_web_version = json.loads(lock.read_text())["version"] if lock.exists() else "(not installed)"
     node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     body = f"""Machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs; best of {reps} runs).
 Command: `python benchmarks/bench_cpp.py`. Builds: g++ -O2 -march=native (AVX-512 vectors of the gprt
@@ -311,6 +378,10 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
 ### Whole model: MobileNetV2 1.0 224x224, 50% channels pruned, 1x1 layers 80% 4x1-block sparse
 
 {m_table}
+
+### wasm32: the artifact in node against onnxruntime-web {ort_web_version} in node (wasm backend, SIMD, 1 thread)
+
+{w_table}
 
 ### Size
 
