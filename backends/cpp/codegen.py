@@ -318,7 +318,9 @@ class Lowering:
         reads = [x]
         pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and a.groups == 1 and (oh, ow) == (h, wi)
         if pointwise:
-            if self.sparse(node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act, reads, out):
+            lines = self.sparse_lines(node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act)
+            if lines is not None:
+                self.emit(node, lines, reads, [out])
                 return
         s = self.decl(
             "gprt::ConvShape", "{" + _ints([n, c, h, wi, oc, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, a.groups]) + "}"
@@ -338,45 +340,35 @@ class Lowering:
             return packing.Choice("dense", 1.0, 1.0)
         return packing.force(w2, self.o.sparse)
 
-    def sparse(
-        self,
-        node: Node,
-        w2: np.ndarray,
-        pixels: int,
-        batch: int,
-        x: str,
-        y: str,
-        bias: str,
-        act: str,
-        reads: list[Value],
-        out: Value,
-    ) -> bool:
-        """Emit a sparse 1x1 layer when the break-even table predicts it beats dense."""
+    def sparse_lines(
+        self, node: Node, w2: np.ndarray, pixels: int, batch: int, x: str, y: str, bias: str, act: str
+    ) -> list[str] | None:
+        """The kernel calls of a sparse 1x1 layer (Y[b] = W X[b] over `pixels` columns), or None when the
+        break-even table (or the forced format) keeps it dense."""
         choice = self.choose(w2, pixels)
         if choice.fmt == "dense":
-            return False
+            return None
         m_rows, k = w2.shape
         self.sparse_layers[sanitize(node.name)] = choice.fmt
         lines = [
             f"// {choice.fmt}: {choice.density:.3f} of the weights stored, predicted {choice.ratio:.2f}x dense time"
         ]
+        if choice.fmt.startswith("nm"):
+            p = packing.pack_nm(w2, *map(int, choice.fmt[2:].split(":")))
+            call = (
+                f"gprt::spmm_nm(m->pool, {p.n}, {p.m}, {m_rows}, {k}, {pixels}, {self.const(p.values)}, "
+                f"{self.const(p.idx, 'uint8_t')}, {bias}"
+            )
+        else:
+            nb = 1 if choice.fmt == "csr" else int(choice.fmt[5:])
+            q = packing.pack_block(w2, nb, pixels)
+            call = (
+                f"gprt::spmm_block(m->pool, {nb}, {m_rows}, {pixels}, {self.const(q.counts, 'int32_t')}, "
+                f"{self.const(q.incs, 'int32_t')}, {self.const(q.values)}, {bias}"
+            )
         for i in range(batch):
-            xi, yi = f"{x} + {i * k * pixels}", f"{y} + {i * m_rows * pixels}"
-            if choice.fmt.startswith("nm"):
-                p = packing.pack_nm(w2, *map(int, choice.fmt[2:].split(":")))
-                lines.append(
-                    f"gprt::spmm_nm(m->pool, {p.n}, {p.m}, {m_rows}, {k}, {pixels}, {self.const(p.values)}, "
-                    f"{self.const(p.idx, 'uint8_t')}, {bias}, {xi}, {yi}, {act});"
-                )
-            else:
-                nb = 1 if choice.fmt == "csr" else int(choice.fmt[5:])
-                p = packing.pack_block(w2, nb, pixels)
-                lines.append(
-                    f"gprt::spmm_block(m->pool, {nb}, {m_rows}, {pixels}, {self.const(p.counts, 'int32_t')}, "
-                    f"{self.const(p.incs, 'int32_t')}, {self.const(p.values)}, {bias}, {xi}, {yi}, {act});"
-                )
-        self.emit(node, lines, reads, [out])
-        return True
+            lines.append(f"{call}, {x} + {i * k * pixels}, {y} + {i * m_rows * pixels}, {act});")
+        return lines
 
     def op_conv_transpose(self, node: Node) -> None:
         x, w = node.inputs[0], node.inputs[1]
@@ -440,21 +432,14 @@ class Lowering:
         bias = self.value_const(node.inputs[2], node, "bias").astype(np.float32) if len(node.inputs) > 2 else None
         act, out = self.fused_act(node)
         b = self.const(bias) if bias is not None else "nullptr"
-        if self.choose(wd, rows).fmt != "dense":
-            # pixels (tokens) are the sparse kernels' vector dimension: run on X^T, transpose back
-            xt, yt = "m->ws", f"m->ws + {n_in * rows}"
+        # pixels (tokens) are the sparse kernels' vector dimension: run on X^T, transpose back
+        xt, yt = "m->ws", f"m->ws + {n_in * rows}"
+        sparse = self.sparse_lines(node, wd, rows, 1, xt, yt, b, act)
+        if sparse is not None:
             self.ws.append(f"{(n_in + n_out) * rows * 4}")
-            tx = self.arr([rows, n_in])
-            lines = [
-                f"gprt::copy_strided(2, {tx}, {self.arr([1, rows])}, {xt}, {self.arr([n_in, 1])}, {self.ptr(x)}, 4);"
-            ]
-            mark = len(self.steps)
-            self.sparse(node, wd, rows, 1, xt, yt, b, act, [x], out)
-            sparse_lines = self.steps.pop(mark)[0][1:]
-            ty = self.arr([n_out, rows])
-            lines += sparse_lines + [
-                f"gprt::copy_strided(2, {ty}, {self.arr([1, n_out])}, {self.ptr(out)}, {self.arr([rows, 1])}, {yt}, 4);"
-            ]
+            to_t = f"{self.arr([rows, n_in])}, {self.arr([1, rows])}, {xt}, {self.arr([n_in, 1])}, {self.ptr(x)}"
+            back = f"{self.arr([n_out, rows])}, {self.arr([1, n_out])}, {self.ptr(out)}, {self.arr([rows, 1])}, {yt}"
+            lines = [f"gprt::copy_strided(2, {to_t}, 4);", *sparse, f"gprt::copy_strided(2, {back}, 4);"]
             self.emit(node, lines, [x], [out])
             return
         wt = np.ascontiguousarray(wd.T)
