@@ -442,6 +442,17 @@ class Lowering:
             lines = [f"gprt::copy_strided(2, {to_t}, 4);", *sparse, f"gprt::copy_strided(2, {back}, 4);"]
             self.emit(node, lines, [x], [out])
             return
+        if rows < 4:  # a few rows: read W once in place (packing it for a GEMM would cost more than the product)
+            self.emit(
+                node,
+                [
+                    f"gprt::gemv(m->pool, {rows}, {n_out}, {n_in}, {self.ptr(x)}, {self.const(wd)}, {b}, "
+                    f"{self.ptr(out)}, {act});"
+                ],
+                [x],
+                [out],
+            )
+            return
         wt = np.ascontiguousarray(wd.T)
         bias_kind = "gprt::kBiasCol" if bias is not None else "gprt::kNoBias"
         self.ws.append(f"gprt::gemm_workspace({rows}, {n_out}, {n_in}, threads)")

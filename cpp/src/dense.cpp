@@ -198,6 +198,43 @@ void gemm(Pool* pool, float* ws, int64_t M, int64_t N, int64_t K, const float* A
     });
 }
 
+// ---- few-row linear ----
+
+static inline float hsum(vf v) {
+#if GPRT_VW == 1
+    return v;
+#else
+    float s = 0.f;
+    for (int l = 0; l < VW; l++) s += v[l];
+    return s;
+#endif
+}
+
+void gemv(Pool* pool, int64_t rows, int64_t OUT, int64_t IN, const float* x, const float* W, const float* bias,
+          float* y, Act act) {
+    constexpr int64_t OB = 4;  // output rows sharing each load of x
+    const int64_t kv = IN / VW * VW;
+    parallel_for(pool, (OUT + OB - 1) / OB, [&](int64_t b, int64_t e, int) {
+        for (int64_t r = 0; r < rows; r++) {
+            const float* xr = x + r * IN;
+            for (int64_t o0 = b * OB; o0 < std::min(OUT, e * OB); o0 += OB) {
+                int64_t ob = std::min(OB, OUT - o0);
+                vf acc[OB];
+                for (int i = 0; i < OB; i++) acc[i] = vbcast(0.f);
+                for (int64_t k = 0; k < kv; k += VW) {
+                    vf xv = vload(xr + k);
+                    for (int64_t i = 0; i < ob; i++) acc[i] += xv * vload(W + (o0 + i) * IN + k);
+                }
+                for (int64_t i = 0; i < ob; i++) {
+                    float s = hsum(acc[i]) + (bias ? bias[o0 + i] : 0.f);
+                    for (int64_t k = kv; k < IN; k++) s += xr[k] * W[(o0 + i) * IN + k];
+                    y[r * OUT + o0 + i] = std::min(std::max(s, act.lo), act.hi);
+                }
+            }
+        }
+    });
+}
+
 // ---- convolution ----
 
 static bool is_pointwise(const ConvShape& s) {
@@ -219,6 +256,13 @@ static DwPlan dw_plan(const ConvShape& s) {
     DwPlan d;
     int64_t need_w = std::max(s.W + s.PW, (s.OW - 1) * s.SW + (s.KW - 1) * s.DW + 1);
     d.Wp = round_up(need_w, s.SW);
+    if (s.SW == 2) {  // walked one output row at a time (a flat grid would compute every other column)
+        d.Gw = d.Wp;
+        d.grid = round_up(s.OW, VW);
+        d.Hp = std::max(s.H + s.PH, (s.OH - 1) * s.SH + (s.KH - 1) * s.DH + 1) + 1;
+        d.plane = d.Hp * d.Wp + 2 * d.grid + s.KW * s.DW + 2 * VW;  // slack: the last row's vectors run over
+        return d;
+    }
     d.Gw = s.SH * d.Wp / s.SW;
     d.grid = round_up(s.OH * d.Gw, VW);
     // the last vector of q reads up to SW*grid + (KH-1)*DH*Wp + (KW-1)*DW (+ VW*SW for the pairs)
@@ -265,18 +309,54 @@ static void dw_grid(const ConvShape& s, const DwPlan& d, const float* plane, con
     }
 }
 
+// Stride 2 across, one output row at a time: each tap loads two vectors of the row and keeps the even
+// lanes; the lanes past OW are dropped.
+template <int KH_, int KW_>
+static void dw_rows_s2(const ConvShape& s, const DwPlan& d, const float* plane, const float* w, float bias,
+                       float* y, Act act, float* row) {
+    const int64_t KH = KH_ ? KH_ : s.KH, KW = KW_ ? KW_ : s.KW;
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        for (int64_t ow = 0; ow < d.grid; ow += VW) {
+            vf acc = vbcast(bias);
+            for (int64_t kh = 0; kh < KH; kh++) {
+                const float* r = plane + (oh * s.SH + kh * s.DH) * d.Wp + 2 * ow;
+                for (int64_t kw = 0; kw < KW; kw++) acc += vbcast(w[kh * KW + kw]) * load_strided(r + kw * s.DW, 2);
+            }
+            vstore(row + ow, clamp ? vclamp(acc, act.lo, act.hi) : acc);
+        }
+        std::memcpy(y + oh * s.OW, row, sizeof(float) * s.OW);
+    }
+}
+
+// The channel into the padded plane: rows copied, only the padding (and the slack) zeroed.
+static void fill_plane(const ConvShape& s, const DwPlan& d, const float* x, float* plane) {
+    std::fill(plane, plane + s.PH * d.Wp, 0.f);
+    for (int64_t h = 0; h < s.H; h++) {
+        float* r = plane + (h + s.PH) * d.Wp;
+        std::fill(r, r + s.PW, 0.f);
+        std::memcpy(r + s.PW, x + h * s.W, sizeof(float) * s.W);
+        std::fill(r + s.PW + s.W, r + d.Wp, 0.f);
+    }
+    std::fill(plane + (s.H + s.PH) * d.Wp, plane + d.plane, 0.f);
+}
+
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
                               float* y, Act act, float* plane, float* grid) {
-    std::fill(plane, plane + d.plane, 0.f);
-    for (int64_t h = 0; h < s.H; h++) std::memcpy(plane + (h + s.PH) * d.Wp + s.PW, x + h * s.W, sizeof(float) * s.W);
+    fill_plane(s, d, x, plane);
+    if (s.SW == 2) {
+        if (s.KH == 3 && s.KW == 3)
+            dw_rows_s2<3, 3>(s, d, plane, w, bias, y, act, grid);
+        else if (s.KH == 5 && s.KW == 5)
+            dw_rows_s2<5, 5>(s, d, plane, w, bias, y, act, grid);
+        else
+            dw_rows_s2<0, 0>(s, d, plane, w, bias, y, act, grid);
+        return;
+    }
     if (s.KH == 3 && s.KW == 3 && s.SW == 1)
         dw_grid<3, 3, 1>(s, d, plane, w, bias, grid);
-    else if (s.KH == 3 && s.KW == 3 && s.SW == 2)
-        dw_grid<3, 3, 2>(s, d, plane, w, bias, grid);
     else if (s.KH == 5 && s.KW == 5 && s.SW == 1)
         dw_grid<5, 5, 1>(s, d, plane, w, bias, grid);
-    else if (s.KH == 5 && s.KW == 5 && s.SW == 2)
-        dw_grid<5, 5, 2>(s, d, plane, w, bias, grid);
     else
         dw_grid<0, 0, 0>(s, d, plane, w, bias, grid);
     const bool clamp = act.lo != -kInf || act.hi != kInf;

@@ -38,6 +38,11 @@ size_t gemm_workspace(int64_t M, int64_t N, int64_t K, int threads);
 void gemm(Pool* pool, float* ws, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
           int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind, Act act);
 
+// y[r, o] = x[r, :] . W[o, :] + bias[o], then the activation: a linear layer on a few rows (one token,
+// one pooled image) reads W once in its own [OUT, IN] layout instead of packing it. Threads split OUT.
+void gemv(Pool* pool, int64_t rows, int64_t OUT, int64_t IN, const float* x, const float* W, const float* bias,
+          float* y, Act act);
+
 // 2-D convolution, NCHW (1-D convs are passed with H = 1). Picks 1x1 GEMM, depthwise direct, or
 // im2col + GEMM per group.
 struct ConvShape {
