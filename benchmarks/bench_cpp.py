@@ -388,6 +388,21 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
 
 {sz}
 
+### Notes
+
+- The machine is shared (load 3 to 5 on its 2 cores during these runs): one kernel measured minutes apart
+  varies up to 2x (CSR at 90% zeros took 1.14 ms in the kernel table and 0.62 ms in the break-even sweep
+  that followed, the latter in line with the research baseline's 0.665 ms). The candidates of one table
+  are measured in interleaved rounds, so compare within a table.
+- Two threads: the second core was mostly busy with other jobs (two plain std::threads ran one after the
+  other at those moments), so the 2-thread figures understate the scaling of the pool.
+- Dense: the gprt GEMM (8x3 AVX-512 register tile, packed panels) runs at OpenBLAS and onnxruntime speed
+  here, so no library stands behind the kernel interface.
+- 2:4 is slower than dense on this CPU, as the research predicted; the break-even table never picks it.
+- onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
+  Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
+  investigated.
+
 ### Goals of the issue
 
 | Goal | Measured | |
