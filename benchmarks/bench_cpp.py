@@ -359,8 +359,8 @@ def main() -> None:
     node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     body = f"""Machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs; best of {reps} runs).
 Command: `python benchmarks/bench_cpp.py`. Builds: g++ -march=native, runtime -O3, generated code
--O2 (AVX-512 vectors of the gprt vector abstraction), onnxruntime {ort.__version__}, numpy {np.__version__} (OpenBLAS in a subprocess with
-OPENBLAS_NUM_THREADS set).
+-O2 (AVX-512 vectors of the gprt vector abstraction), onnxruntime {ort.__version__},
+numpy {np.__version__} (OpenBLAS in a subprocess with OPENBLAS_NUM_THREADS set).
 
 ### Kernels: 256x256 1x1 convolution on 56x56 pixels ({FLOP / 1e6:.0f} MFLOP dense)
 
