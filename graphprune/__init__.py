@@ -8,9 +8,11 @@
     graph = gp.prune(graph, channels=0.5, criterion="l2", scope="global", round_to=8)
     graph = gp.sparsify(graph, pattern="2:4", permute=True)   # N:M, block:RxC or unstructured
     gp.save(graph, "out.onnx")
+    art = gp.compile(graph, backend="cpp", target="host", out_dir="build/")  # C++ library + runner
 """
 
 from .api import (
+    compile,
     cost,
     coupling_groups,
     load,
@@ -42,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Contract",
+    "compile",
     "DType",
     "ExportError",
     "Graph",

@@ -331,3 +331,27 @@ class _LastResult(Instrument):
     def after_pass(self, p: Any, graph: Graph, result: PassResult) -> None:
         self.stats[p.name] = result.stats
         self.error[p.name] = result.error
+
+
+def compile(
+    graph: Graph,
+    backend: str = "cpp",
+    *,
+    target: str = "host",
+    out_dir: str | os.PathLike[str] = "build",
+    threads: int = 1,
+    weights: str = "embed",
+    sparse: str = "auto",
+) -> Any:
+    """Build a deployable library and runner for `graph` into out_dir; returns an artifact whose
+    `.run(*arrays)` executes it (host: in process; aarch64: under qemu-user; wasm32: under node).
+
+    backend "cpp": target "host" | "aarch64" | "wasm32"; weights "embed" (in the library) or "bin"
+    (model_weights.bin beside it); sparse "auto" makes each 1x1 conv and linear dense or sparse by the
+    measured break-even table, "off" keeps all dense, a format name ("csr", "block4", "block8", "nm2:4")
+    forces it wherever it applies."""
+    if backend != "cpp":
+        raise ExportError(f"backend {backend!r}: compile supports backend='cpp'")
+    from graphprune.backends import cpp
+
+    return cpp.compile(graph, target=target, out_dir=out_dir, threads=threads, weights=weights, sparse=sparse)

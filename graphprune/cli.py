@@ -10,6 +10,7 @@
                       [--permute [--search fast|strong] [--search-time S]] [--layers REGEX]
                       [--first-layer] [--last-layer] [--error-budget F]]
                      [--report report.json] [--plot widths.png] [--verify]
+    graphprune compile MODEL --backend cpp --target host|aarch64|wasm32 -o DIR [--threads N] [--weights embed|bin]
 
 With --sparsity alone no channels are removed; with --channels too, channels go first, then the
 remaining weights take the sparsity pattern.
@@ -320,6 +321,20 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise GraphpruneError(f"{out}: exists and is not a folder; -o takes the folder to build into")
+    graph = load_model(args.model)
+    art = api.compile(graph, args.backend, target=args.target, out_dir=out, threads=args.threads,
+                      weights=args.weights, sparse=args.sparse)
+    sparse = ", ".join(f"{k}: {v}" for k, v in sorted(art.sparse_layers.items())) or "none"
+    built = "model.wasm, model.mjs" if args.target == "wasm32" else "libmodel.a, libmodel.so, runner"
+    print(f"built {args.target} in {out}: model.h, model.cpp, {built}, CMakeLists.txt")
+    print(f"sparse layers: {sparse}")
+    return 0
+
+
 def _check_outputs(paths: Sequence[Path]) -> None:
     """Fail before any work when an output cannot be written."""
     seen: dict[Path, Path] = {}
@@ -510,6 +525,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "this fraction of its kept importance (e.g. 0.02)")
     r.add_argument("--verify", action="store_true", help="check the pruning contract numerically (float64)")
     r.set_defaults(func=_prune)
+
+    c = sub.add_parser("compile", help="build a C++ library and runner for the host, aarch64 or wasm32")
+    c.add_argument("model", help="model.onnx, graph.gpir, or file.py:factory returning (module, inputs)")
+    c.add_argument("--backend", choices=("cpp",), default="cpp", help="code generator (default cpp)")
+    c.add_argument("--target", choices=("host", "aarch64", "wasm32"), default="host",
+                   help="host (this machine), aarch64 (Linux, NEON) or wasm32 (WASI, SIMD128)")
+    c.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the build into")
+    c.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="worker threads (default 1)")
+    c.add_argument("--weights", choices=("embed", "bin"), default="embed",
+                   help="embed the weights in the library (default) or write model_weights.bin beside it")
+    c.add_argument("--sparse", choices=("auto", "off", "csr", "block4", "block8", "nm2:4"), default="auto",
+                   help="auto (default): dense or sparse per 1x1 conv / linear from the measured break-even "
+                        "table; off: all dense; a format: forced wherever it applies")
+    c.set_defaults(func=_compile)
     return p
 
 

@@ -1,0 +1,418 @@
+"""The cpp backend against its peers, side by side, on this machine.
+
+1. Kernels: a 256x256 1x1 convolution on 56x56 pixels, dense and sparse (CSR at 90% zeros, 4x1 blocks at
+   70% block sparsity, 2:4), as built artifacts, against numpy (OpenBLAS) W @ X and onnxruntime Conv on
+   the same shapes, one thread and two.
+2. Break-even: the sparsity at which each sparse kernel matches the dense GEMM (host, and wasm32 under
+   node), the table backends/cpp/breakeven.py holds.
+3. Whole model: MobileNetV2 (1.0, 224x224), 50% of the channels pruned, 1x1 layers 80% 4x1-block sparse:
+   the artifact against onnxruntime running the same pruned ONNX.
+4. Size of the host build without weights (runtime + generated code).
+
+    python benchmarks/bench_cpp.py [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from graphprune.backends import cpp
+
+import graphprune as gp
+from graphprune.ir.ops import Op
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mobilenet import mobilenet_v2  # noqa: E402
+from results import best_of, cpu_name, write_section  # noqa: E402
+
+C, HW = 256, 56
+FLOP = 2 * C * C * HW * HW
+WORK = Path(tempfile.gettempdir()) / "gp-bench-cpp"
+ROUNDS = 5  # interleaved rounds per comparison (see interleaved)
+
+
+def sparsify(w: np.ndarray, kind: str, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+    """Zero `sparsity` of the weights (csr), of the nb x 1 output-channel blocks (blockN), or 2 of 4."""
+    w = w.copy()
+    if kind == "csr":
+        w[rng.random(w.shape) < sparsity] = 0
+    elif kind.startswith("block"):
+        nb = int(kind[5:])
+        keep = rng.random((w.shape[0] // nb, *w.shape[1:])) >= sparsity
+        w *= np.repeat(keep, nb, axis=0)
+    elif kind == "nm2:4":
+        g = w.reshape(w.shape[0], -1, 4)
+        np.put_along_axis(g, np.argsort(np.abs(g), axis=2)[:, :, :2], 0, axis=2)
+    return w
+
+
+def conv_graph(w: np.ndarray) -> gp.Graph:
+    conv = torch.nn.Conv2d(C, C, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(w.reshape(C, C, 1, 1)))
+    return gp.trace(conv.eval(), (torch.zeros(1, C, HW, HW),))
+
+
+def interleaved(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """The best of `rounds` measurements of each candidate, taken in turns: the machine is shared and its
+    load drifts, so candidates measured minutes apart are not comparable."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            best[k] = min(best[k], fn())
+    return best
+
+
+def time_artifact(art: cpp.Artifact, x: list[np.ndarray], reps: int) -> float:
+    """Seconds per run: in process on the host; wasm32 through the runner's own --repeat timer (node)."""
+    if art.target == "host":
+        out = art.run(*x)  # then reused: the timing covers the model, not numpy's page faults
+        return best_of(lambda: art.run(*x, out=out), reps)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, a in enumerate(x):
+            np.save(Path(tmp) / f"in{i}.npy", a)
+        out = subprocess.run(
+            [
+                "node",
+                "--no-warnings",
+                str(art.out_dir / "model.mjs"),
+                "--threads",
+                "1",
+                "--repeat",
+                str(reps),
+                *[f"in{i}.npy" for i in range(len(x))],
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    return float(out.split("min_ms")[1].split()[0]) / 1e3
+
+
+def ort_session(graph: gp.Graph, threads: int) -> tuple[ort.InferenceSession, str]:
+    path = WORK / f"{graph.name}-{id(graph)}.onnx"
+    gp.save(graph, path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    # idle workers must not spin: on 2 shared cores they would steal time from whatever runs next
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return sess, sess.get_inputs()[0].name
+
+
+def ort_timer(graph: gp.Graph, x: np.ndarray, threads: int, reps: int) -> Callable[[], float]:
+    sess, name = ort_session(graph, threads)
+    sess.run(None, {name: x})
+    return lambda: best_of(lambda: sess.run(None, {name: x}), reps)[0]
+
+
+def time_numpy(threads: int, reps: int) -> float:
+    """OpenBLAS W @ X in a fresh process (its thread count is fixed at import)."""
+    code = (
+        f"import numpy as np, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from results import best_of\n"
+        f"w = np.random.default_rng(0).standard_normal(({C}, {C}), dtype=np.float32)\n"
+        f"x = np.random.default_rng(1).standard_normal(({C}, {HW * HW}), dtype=np.float32)\n"
+        f"w @ x; print(best_of(lambda: w @ x, {reps})[0])"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    return float(
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    )
+
+
+def build(graph: gp.Graph, tag: str, **kw) -> cpp.Artifact:
+    return gp.compile(graph, "cpp", out_dir=WORK / tag, **kw)
+
+
+def kernels(reps: int) -> tuple[str, dict[str, float]]:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((C, C)).astype(np.float32) / 16
+    x = [rng.standard_normal((1, C, HW, HW)).astype(np.float32)]
+    cases = [
+        ("dense", "off", w),
+        ("CSR, 90% zeros", "csr", sparsify(w, "csr", 0.9, rng)),
+        ("4x1 blocks, 70% zero blocks", "block4", sparsify(w, "block4", 0.7, rng)),
+        ("8x1 blocks, 70% zero blocks", "block8", sparsify(w, "block8", 0.7, rng)),
+        ("2:4", "nm2:4", sparsify(w, "nm2:4", 0.5, rng)),
+    ]
+    rows = [
+        "| Kernel | Threads | graphprune cpp ms | GFLOP/s (dense-equivalent) | onnxruntime dense ms | "
+        "numpy (OpenBLAS) ms | cpp vs onnxruntime dense |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    g_dense = conv_graph(w)
+    timers: dict[str, Callable[[], float]] = {}
+    for threads in (1, 2):
+        timers[f"ort{threads}"] = ort_timer(g_dense, x[0], threads, reps)
+        timers[f"numpy{threads}"] = lambda threads=threads: time_numpy(threads, reps)
+        for _, fmt, wk in cases:
+            art = build(conv_graph(wk), f"k-{fmt}-{threads}", sparse=fmt, threads=threads)
+            assert set(art.sparse_layers.values()) <= {fmt}, art.sparse_layers
+            timers[f"{fmt}{threads}"] = lambda art=art: time_artifact(art, x, reps)
+    figures = interleaved(timers, ROUNDS)
+    for threads in (1, 2):
+        t_ort, t_np = figures[f"ort{threads}"], figures[f"numpy{threads}"]
+        for label, fmt, _ in cases:
+            t = figures[f"{fmt}{threads}"]
+            rows.append(
+                f"| {label} | {threads} | {t * 1e3:.3f} | {FLOP / t / 1e9:.1f} | {t_ort * 1e3:.3f} | "
+                f"{t_np * 1e3:.3f} | {t_ort / t:.2f}x |"
+            )
+    return "\n".join(rows), figures
+
+
+def breakeven(target: str, reps: int) -> tuple[str, dict[str, float]]:
+    """Interpolated sparsity (of stored weights) where each format's time crosses the dense time."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((C, C)).astype(np.float32) / 16
+    x = [rng.standard_normal((1, C, HW, HW)).astype(np.float32)]
+    dense = build(conv_graph(w), f"be-{target}-dense", target=target, sparse="off")
+    timers: dict[str, Callable[[], float]] = {"dense": lambda: time_artifact(dense, x, reps)}
+    stored: dict[str, float] = {}
+    for fmt in ("csr", "block4", "block8", "nm2:4"):
+        for s in (0.5,) if fmt == "nm2:4" else (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+            wk = sparsify(w, fmt, s, rng)
+            art = build(conv_graph(wk), f"be-{target}-{fmt}-{s}", target=target, sparse=fmt)
+            stored[f"{fmt}@{s}"] = cpp.packing.stored_weights(wk, fmt) / wk.size
+            timers[f"{fmt}@{s}"] = lambda art=art: time_artifact(art, x, reps)
+    times = interleaved(timers, ROUNDS if target == "host" else 2)
+    t_dense = times["dense"]
+    rows = [f"dense: {t_dense * 1e3:.3f} ms"]
+    table: dict[str, float] = {}
+    for fmt in ("csr", "block4", "block8", "nm2:4"):
+        points = [(1 - stored[k], t) for k, t in times.items() if k.startswith(fmt + "@")]
+        points.sort()
+        rows.append(f"{fmt}: " + ", ".join(f"{s:.2f} -> {t * 1e3:.3f} ms" for s, t in points))
+        # lowest sparsity at which the format is no slower than dense, interpolated between measurements
+        be = 1.0
+        for (s0, t0), (s1, t1) in zip(points, points[1:], strict=False):
+            if t0 > t_dense >= t1:
+                be = s0 + (s1 - s0) * (t0 - t_dense) / (t0 - t1)
+                break
+        if points[0][1] <= t_dense:
+            be = points[0][0]
+        table[fmt] = round(be, 3)
+    return "\n".join(f"- {r}" for r in rows), table
+
+
+_MODEL: list = []
+
+
+def sparse_mobilenet() -> tuple[gp.Graph, list[np.ndarray]]:
+    """MobileNetV2 1.0 at 224x224, 50% of the channels pruned, 80% of the 4x1 blocks of every 1x1 conv zero."""
+    if not _MODEL:
+        model = mobilenet_v2()
+        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        g = gp.prune(gp.trace(model, (x,)), channels=0.5)
+        rng = np.random.default_rng(2)
+        for node in g.find(Op.CONV):
+            w = node.inputs[1]
+            if w.type.shape[2:] == (1, 1) and node.attrs.groups == 1 and w.type.shape[0] % 4 == 0:
+                data = np.asarray(w.data)
+                sparse = sparsify(data.reshape(data.shape[0], -1), "block4", 0.8, rng).reshape(data.shape)
+                g.replace_const_data(w, sparse)
+        _MODEL.append((g, [x.numpy()]))
+    return _MODEL[0]
+
+
+def whole_model(reps: int) -> tuple[str, dict[str, float]]:
+    g, xs = sparse_mobilenet()
+    ref = g.run(*xs)
+    rows = ["| Build | Threads | ms | vs onnxruntime (pruned ONNX) |", "|---|---|---|---|"]
+    timers: dict[str, Callable[[], float]] = {}
+    nsparse = 0
+    for threads in (1, 2):
+        timers[f"ort{threads}"] = ort_timer(g, xs[0], threads, reps)
+        for sparse in ("off", "auto"):
+            art = build(g, f"mnv2-{sparse}-{threads}", sparse=sparse, threads=threads)
+            err = max(float(np.abs(o - r).max()) for o, r in zip(art.run(*xs), ref, strict=True))
+            assert err < 1e-3, err
+            nsparse = max(nsparse, len(art.sparse_layers))
+            timers[f"{sparse}{threads}"] = lambda art=art: time_artifact(art, xs, reps)
+    figures = interleaved(timers, ROUNDS)
+    for threads in (1, 2):
+        t_ort = figures[f"ort{threads}"]
+        rows.append(f"| onnxruntime, pruned ONNX with the same zeros | {threads} | {t_ort * 1e3:.2f} | 1.00x |")
+        for label, sparse in (
+            ("graphprune cpp, dense kernels", "off"),
+            (f"graphprune cpp, sparse where measured faster ({nsparse} layers)", "auto"),
+        ):
+            t = figures[f"{sparse}{threads}"]
+            rows.append(f"| {label} | {threads} | {t * 1e3:.2f} | {t_ort / t:.2f}x |")
+    return "\n".join(rows), figures
+
+
+NODE_BENCH = Path(__file__).resolve().parent / "wasm"
+
+
+def time_ort_web(onnx_path: Path, x: np.ndarray, reps: int) -> float:
+    """onnxruntime-web (wasm backend, SIMD, one thread) in node, on the same ONNX and input."""
+    inp = WORK / "ort_web_input.npy"
+    np.save(inp, x)
+    out = subprocess.run(
+        ["node", "--no-warnings", str(NODE_BENCH / "ort_web.mjs"), str(onnx_path), str(inp), str(reps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.split("min_ms")[1].split()[0]) / 1e3
+
+
+def wasm_vs_ort_web(reps: int) -> tuple[str, dict[str, float]]:
+    """The wasm32 artifact in node against onnxruntime-web in node: the 1x1 layer and the whole model."""
+    if not (NODE_BENCH / "node_modules" / "onnxruntime-web").is_dir():
+        return f"(skipped: run `npm install --prefix {NODE_BENCH}` for onnxruntime-web)", {}
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((C, C)).astype(np.float32) / 16
+    xk = [rng.standard_normal((1, C, HW, HW)).astype(np.float32)]
+    g_model, xm = sparse_mobilenet()
+    rows = ["| Workload | onnxruntime-web ms | graphprune wasm32 ms | speed-up |", "|---|---|---|---|"]
+    figures: dict[str, float] = {}
+    cases = [
+        ("1x1 conv 256x256 on 56x56, dense", conv_graph(w), xk, "off"),
+        ("1x1 conv, 90% zeros (CSR)", conv_graph(sparsify(w, "csr", 0.9, rng)), xk, "auto"),
+        ("MobileNetV2 pruned 50%, dense kernels", g_model, xm, "off"),
+        ("MobileNetV2 pruned 50%, 1x1 layers 80% block-sparse, sparse kernels", g_model, xm, "auto"),
+    ]
+    for i, (label, g, x, sparse) in enumerate(cases):
+        path = WORK / f"web-{i}.onnx"
+        gp.save(g, path)
+        art = build(g, f"web-{i}-{sparse}", target="wasm32", sparse=sparse)
+        timers = {
+            "web": lambda path=path, x=x: time_ort_web(path, x[0], reps),
+            "ours": lambda art=art, x=x: time_artifact(art, x, reps),
+        }
+        t = interleaved(timers, 2)
+        figures[f"{i}"] = t["web"] / t["ours"]
+        rows.append(f"| {label} | {t['web'] * 1e3:.2f} | {t['ours'] * 1e3:.2f} | {t['web'] / t['ours']:.2f}x |")
+    return "\n".join(rows), figures
+
+
+def size() -> str:
+    model = mobilenet_v2()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    g = gp.prune(gp.trace(model, (x,)), channels=0.5)
+    art = build(g, "size", weights="bin")
+    lib = art.out_dir / "libmodel.so"
+    stripped = WORK / "libmodel.stripped.so"
+    subprocess.run(["strip", "-o", str(stripped), str(lib)], check=True)
+    text = subprocess.run(["size", "-A", str(stripped)], capture_output=True, text=True, check=True).stdout
+    code = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith((".text", ".rodata", ".data")))
+    return (
+        f"libmodel.so of MobileNetV2 pruned 50%, weights in model_weights.bin: {lib.stat().st_size / 1024:.0f} KB "
+        f"as built, {stripped.stat().st_size / 1024:.0f} KB stripped (.text + .rodata + .data "
+        f"{code / 1024:.0f} KB; libstdc++ linked dynamically)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--skip-wasm", action="store_true")
+    args = ap.parse_args()
+    reps = 3 if args.quick else 8
+    WORK.mkdir(parents=True, exist_ok=True)
+    k_table, k = kernels(reps)
+    print(k_table, flush=True)
+    be_host, table_host = breakeven("host", reps)
+    print(be_host, table_host, flush=True)
+    be_wasm, table_wasm = ("(skipped)", {}) if args.skip_wasm else breakeven("wasm32", 3)
+    print(be_wasm, table_wasm, flush=True)
+    m_table, m = whole_model(reps)
+    print(m_table, flush=True)
+    w_table, wf = ("(skipped)", {}) if args.skip_wasm else wasm_vs_ort_web(3)
+    print(w_table, flush=True)
+    sz = size()
+    print(sz)
+    goals = [
+        ("dense >= 0.8x onnxruntime (1 thread)", k["ort1"] / k["off1"], 0.8),
+        ("CSR 90% >= 4.5x onnxruntime dense (1 thread)", k["ort1"] / k["csr1"], 4.5),
+        ("4x1 blocks 70% >= 2.5x onnxruntime dense (1 thread)", k["ort1"] / k["block41"], 2.5),
+        ("2:4 no slower than our dense (1 thread)", k["off1"] / k["nm2:41"], 1.0),
+        ("whole model >= 2x onnxruntime (1 thread)", m["ort1"] / m["auto1"], 2.0),
+        ("whole model >= 2x onnxruntime (2 threads)", m["ort2"] / m["auto2"], 2.0),
+    ]
+    if wf:
+        goals += [
+            ("wasm32 dense at least as fast as onnxruntime-web (whole model)", wf["2"], 1.0),
+            ("wasm32 sparse >= 2x onnxruntime-web (whole model)", wf["3"], 2.0),
+        ]
+    rows = [f"| {name} | {got:.2f}x | {'met' if got >= need else 'NOT met'} |" for name, got, need in goals]
+    size_kb = float(sz.split(" KB stripped")[0].rsplit(" ", 1)[1])
+    rows.append(f"| host build without weights < 300 KB | {size_kb:.0f} KB | {'met' if size_kb < 300 else 'NOT met'} |")
+    goal_rows = "\n".join(rows)
+    lock = NODE_BENCH / "node_modules" / "onnxruntime-web" / "package.json"
+    ort_web_version = json.loads(lock.read_text())["version"] if lock.exists() else "(not installed)"
+    node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    body = f"""Machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs; best of {reps} runs).
+Command: `python benchmarks/bench_cpp.py`. Builds: g++ -march=native, runtime -O3, generated code
+-O2 (AVX-512 vectors of the gprt vector abstraction), onnxruntime {ort.__version__},
+numpy {np.__version__} (OpenBLAS in a subprocess with OPENBLAS_NUM_THREADS set).
+
+### Kernels: 256x256 1x1 convolution on 56x56 pixels ({FLOP / 1e6:.0f} MFLOP dense)
+
+{k_table}
+
+### Break-even sparsity (stored-weight sparsity where the sparse kernel matches our dense GEMM)
+
+host: {table_host}
+{be_host}
+
+wasm32 (node {node_version}, SIMD128): {table_wasm}
+{be_wasm}
+
+These figures are the table in backends/cpp/breakeven.py that decides dense or sparse per layer.
+
+### Whole model: MobileNetV2 1.0 224x224, 50% channels pruned, 1x1 layers 80% 4x1-block sparse
+
+{m_table}
+
+### wasm32: the artifact in node against onnxruntime-web {ort_web_version} in node (wasm backend, SIMD, 1 thread)
+
+{w_table}
+
+### Size
+
+{sz}
+
+### Notes
+
+- The machine is shared (load 3 to 5 on its 2 cores during these runs): one kernel measured minutes apart
+  varies up to 2x (CSR at 90% zeros took 1.14 ms in the kernel table and 0.62 ms in the break-even sweep
+  that followed, the latter in line with the research baseline's 0.665 ms). The candidates of one table
+  are measured in interleaved rounds, so compare within a table.
+- Two threads: the second core was mostly busy with other jobs (two plain std::threads ran one after the
+  other at those moments), so the 2-thread figures understate the scaling of the pool.
+- Dense: the gprt GEMM (8x3 AVX-512 register tile, packed panels) runs at OpenBLAS and onnxruntime speed
+  here, so no library stands behind the kernel interface.
+- 2:4 is slower than dense on this CPU, as the research predicted; the break-even table never picks it.
+- onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
+  Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
+  investigated.
+
+### Goals of the issue
+
+| Goal | Measured | |
+|---|---|---|
+{goal_rows}
+"""
+    print(body)
+    if not args.no_write:
+        write_section("## C++ backend: kernels, break-even and whole model against onnxruntime", body)
+
+
+if __name__ == "__main__":
+    main()

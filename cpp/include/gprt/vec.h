@@ -1,0 +1,52 @@
+// gprt: the tiny vector abstraction every kernel is written against.
+// One width per build, chosen at compile time: AVX-512 (16 floats), AVX2/FMA (8), NEON, WASM SIMD128
+// or SSE (4), or the portable scalar path (1; also forced with -DGPRT_SCALAR). GCC/Clang vector
+// extensions give +, -, * (contracted to FMA under -ffp-contract=fast) on every ISA.
+#pragma once
+#include <cstring>
+
+#if defined(GPRT_SCALAR)
+#define GPRT_VW 1
+#elif defined(__AVX512F__)
+#define GPRT_VW 16
+#elif defined(__AVX2__)
+#define GPRT_VW 8
+#elif defined(__ARM_NEON) || defined(__wasm_simd128__) || defined(__SSE2__)
+#define GPRT_VW 4
+#else
+#define GPRT_VW 1
+#endif
+
+#if defined(__clang__)
+#define GPRT_UNROLL _Pragma("unroll")
+#else
+#define GPRT_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+namespace gprt {
+
+constexpr int VW = GPRT_VW;
+
+#if GPRT_VW == 1
+typedef float vf;
+static inline vf vload(const float* p) { return *p; }
+static inline void vstore(float* p, vf v) { *p = v; }
+static inline vf vbcast(float s) { return s; }
+static inline vf vclamp(vf v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+#else
+typedef float vf __attribute__((vector_size(GPRT_VW * 4)));
+static inline vf vload(const float* p) {
+    vf v;
+    std::memcpy(&v, p, sizeof v);  // an unaligned vector load on every ISA
+    return v;
+}
+static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+static inline vf vbcast(float s) { return s - vf{}; }  // s - 0 == s exactly: folds to a broadcast
+static inline vf vclamp(vf v, float lo, float hi) {  // lane-wise select: one max and one min per vector
+    vf l = vbcast(lo), h = vbcast(hi);
+    v = v < l ? l : v;
+    return v > h ? h : v;
+}
+#endif
+
+}  // namespace gprt

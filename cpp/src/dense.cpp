@@ -1,0 +1,487 @@
+// Dense kernels: a blocked, register-tiled GEMM (packed A and B panels, an MR x NR accumulator tile
+// kept in vector registers), convolution on top of it (1x1 as GEMM, im2col + GEMM per group, direct
+// depthwise), batched matmul and transposed convolution.
+#include <algorithm>
+#include <cstring>
+
+#include "gprt/gprt.h"
+#include "gprt/vec.h"
+
+namespace gprt {
+
+// Register tile: MR rows x NV vectors. Sized so that accumulators + B loads + one broadcast fit the
+// register file: 32 registers on AVX-512 and NEON, 16 on AVX2 and on the x86 hosts running wasm.
+#if defined(GPRT_MR)
+constexpr int MR = GPRT_MR, NV = GPRT_NV;
+#elif GPRT_VW == 16
+constexpr int MR = 8, NV = 3;  // 24 accumulators: measured best of 8x2, 6x4, 8x3, 12x2, 14x2
+#elif GPRT_VW == 8
+constexpr int MR = 6, NV = 2;
+#elif defined(__aarch64__)
+constexpr int MR = 8, NV = 3;
+#elif GPRT_VW == 4
+constexpr int MR = 4, NV = 2;
+#else
+constexpr int MR = 4, NV = 4;
+#endif
+constexpr int NR = NV * VW;
+#ifndef GPRT_KC
+#define GPRT_KC 256
+#define GPRT_MC 128
+#define GPRT_NC 1024
+#endif
+constexpr int64_t KC = GPRT_KC, MC = GPRT_MC, NC = GPRT_NC;
+
+static inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+static void gemm_dims(int64_t M, int64_t N, int64_t K, int64_t* kc, int64_t* mc, int64_t* nc) {
+    *kc = std::min(K, KC);
+    *mc = std::min(round_up(M, MR), round_up(MC, MR));  // packing pads to whole tiles
+    *nc = std::min(round_up(N, NR), round_up(NC, NR));
+}
+
+size_t gemm_workspace(int64_t M, int64_t N, int64_t K, int threads) {
+    int64_t kc, mc, nc;
+    gemm_dims(M, N, K, &kc, &mc, &nc);
+    return (size_t)threads * (size_t)(kc * nc + mc * kc + 16) * sizeof(float);
+}
+
+// Ap[ir][k][MR]: MR rows interleaved per k, rows past m zero.
+static void pack_a(int64_t m, int64_t kc, const float* A, int64_t lda, float* Ap) {
+    for (int64_t i0 = 0; i0 < m; i0 += MR) {
+        int64_t mr = std::min<int64_t>(MR, m - i0);
+        for (int64_t k = 0; k < kc; k++) {
+            for (int64_t i = 0; i < mr; i++) Ap[i] = A[(i0 + i) * lda + k];
+            for (int64_t i = mr; i < MR; i++) Ap[i] = 0.f;
+            Ap += MR;
+        }
+    }
+}
+
+// Bp[jr][k][NR]: NR columns contiguous per k, columns past n zero.
+static void pack_b(int64_t kc, int64_t n, const float* B, int64_t ldb, float* Bp) {
+    for (int64_t j0 = 0; j0 < n; j0 += NR) {
+        int64_t nr = std::min<int64_t>(NR, n - j0);
+        for (int64_t k = 0; k < kc; k++) {
+            const float* src = B + k * ldb + j0;
+            if (nr == NR) {
+                std::memcpy(Bp, src, sizeof(float) * NR);
+            } else {
+                for (int64_t j = 0; j < nr; j++) Bp[j] = src[j];
+                for (int64_t j = nr; j < NR; j++) Bp[j] = 0.f;
+            }
+            Bp += NR;
+        }
+    }
+}
+
+struct Epilogue {
+    const float* bias;  // already offset to this tile's first row / column
+    BiasKind kind;
+    bool first, last;
+    Act act;
+};
+
+static void ukernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int64_t mr, int64_t nr,
+                    const Epilogue& ep) {
+    vf acc[MR][NV];
+    const bool full = mr == MR && nr == NR;
+    float tile[MR * NR];
+    if (ep.first && (ep.kind != kBiasCol || nr == NR)) {  // accumulators start at the bias (or zero)
+        GPRT_UNROLL
+        for (int i = 0; i < MR; i++) {
+            vf r = vbcast(ep.kind == kBiasRow && i < mr ? ep.bias[i] : 0.f);
+            GPRT_UNROLL
+            for (int j = 0; j < NV; j++) acc[i][j] = ep.kind == kBiasCol ? vload(ep.bias + j * VW) : r;
+        }
+    } else {  // a partial tile (or a column bias on one) goes through a zero-padded copy
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) {
+                bool in = i < mr && j < nr;
+                tile[i * NR + j] = ep.first ? (in && ep.kind == kBiasCol ? ep.bias[j] : 0.f) : (in ? C[i * ldc + j] : 0.f);
+            }
+        GPRT_UNROLL
+        for (int i = 0; i < MR; i++) {
+            GPRT_UNROLL
+            for (int j = 0; j < NV; j++) acc[i][j] = full ? vload(C + i * ldc + j * VW) : vload(tile + i * NR + j * VW);
+        }
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        vf b[NV];
+        GPRT_UNROLL
+        for (int j = 0; j < NV; j++) b[j] = vload(Bp + j * VW);
+        GPRT_UNROLL
+        for (int i = 0; i < MR; i++) {
+            vf a = vbcast(Ap[i]);
+            GPRT_UNROLL
+            for (int j = 0; j < NV; j++) acc[i][j] += a * b[j];
+        }
+        Ap += MR;
+        Bp += NR;
+    }
+    const bool clamp = ep.last && (ep.act.lo != -kInf || ep.act.hi != kInf);
+    GPRT_UNROLL
+    for (int i = 0; i < MR; i++) {
+        GPRT_UNROLL
+        for (int j = 0; j < NV; j++) {
+            vf v = clamp ? vclamp(acc[i][j], ep.act.lo, ep.act.hi) : acc[i][j];
+            if (full)
+                vstore(C + i * ldc + j * VW, v);
+            else
+                vstore(tile + i * NR + j * VW, v);
+        }
+    }
+    if (!full)
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nr; j++) C[i * ldc + j] = tile[i * NR + j];
+}
+
+// One thread's share: columns [n0, n1).
+static void gemm_part(float* ws, int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda,
+                      const float* B, int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind,
+                      Act act) {
+    int64_t KCb, MCb, NCb;
+    gemm_dims(M, n1 - n0, K, &KCb, &MCb, &NCb);
+    float* Bp = ws;
+    float* Ap = ws + KCb * NCb;
+    if (K == 0) {  // C = bias only
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = n0; j < n1; j++) {
+                float v = bias_kind == kBiasRow ? bias[i] : bias_kind == kBiasCol ? bias[j] : 0.f;
+                C[i * ldc + j] = std::min(std::max(v, act.lo), act.hi);
+            }
+        return;
+    }
+    for (int64_t jc = n0; jc < n1; jc += NCb) {
+        int64_t nc = std::min(NCb, n1 - jc);
+        for (int64_t pc = 0; pc < K; pc += KCb) {
+            int64_t kc = std::min(KCb, K - pc);
+            pack_b(kc, nc, B + pc * ldb + jc, ldb, Bp);
+            for (int64_t ic = 0; ic < M; ic += MCb) {
+                int64_t mc = std::min(MCb, M - ic);
+                pack_a(mc, kc, A + ic * lda + pc, lda, Ap);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        Epilogue ep;
+                        ep.kind = bias_kind;
+                        ep.bias = bias_kind == kBiasRow ? bias + ic + ir : bias_kind == kBiasCol ? bias + jc + jr
+                                                                                                  : nullptr;
+                        ep.first = pc == 0;
+                        ep.last = pc + kc == K;
+                        ep.act = act;
+                        ukernel(kc, Ap + ir * kc, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                                std::min<int64_t>(MR, mc - ir), std::min<int64_t>(NR, nc - jr), ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void gemm(Pool* pool, float* ws, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind, Act act) {
+    if (M == 0 || N == 0) return;
+    int threads = pool_size(pool);
+    int64_t strips = (N + NR - 1) / NR;
+    int64_t parts = std::min<int64_t>(threads, strips);
+    size_t per = gemm_workspace(M, N, K, 1) / sizeof(float);
+    if (parts <= 1) {
+        gemm_part(ws, M, 0, N, K, A, lda, B, ldb, C, ldc, bias, bias_kind, act);
+        return;
+    }
+    parallel_for(pool, parts, [&](int64_t b, int64_t e, int worker) {
+        for (int64_t p = b; p < e; p++) {
+            int64_t n0 = std::min(N, strips * p / parts * NR), n1 = std::min(N, strips * (p + 1) / parts * NR);
+            if (n0 < n1)
+                gemm_part(ws + per * worker, M, n0, n1, K, A, lda, B, ldb, C, ldc, bias, bias_kind, act);
+        }
+    });
+}
+
+// ---- few-row linear ----
+
+static inline float hsum(vf v) {
+#if GPRT_VW == 1
+    return v;
+#else
+    float s = 0.f;
+    for (int l = 0; l < VW; l++) s += v[l];
+    return s;
+#endif
+}
+
+void gemv(Pool* pool, int64_t rows, int64_t OUT, int64_t IN, const float* x, const float* W, const float* bias,
+          float* y, Act act) {
+    constexpr int64_t OB = 4;  // output rows sharing each load of x
+    const int64_t kv = IN / VW * VW;
+    parallel_for(pool, (OUT + OB - 1) / OB, [&](int64_t b, int64_t e, int) {
+        for (int64_t r = 0; r < rows; r++) {
+            const float* xr = x + r * IN;
+            for (int64_t o0 = b * OB; o0 < std::min(OUT, e * OB); o0 += OB) {
+                int64_t ob = std::min(OB, OUT - o0);
+                vf acc[OB];
+                for (int i = 0; i < OB; i++) acc[i] = vbcast(0.f);
+                for (int64_t k = 0; k < kv; k += VW) {
+                    vf xv = vload(xr + k);
+                    for (int64_t i = 0; i < ob; i++) acc[i] += xv * vload(W + (o0 + i) * IN + k);
+                }
+                for (int64_t i = 0; i < ob; i++) {
+                    float s = hsum(acc[i]) + (bias ? bias[o0 + i] : 0.f);
+                    for (int64_t k = kv; k < IN; k++) s += xr[k] * W[(o0 + i) * IN + k];
+                    y[r * OUT + o0 + i] = std::min(std::max(s, act.lo), act.hi);
+                }
+            }
+        }
+    });
+}
+
+// ---- convolution ----
+
+static bool is_pointwise(const ConvShape& s) {
+    return s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && s.PH == 0 && s.PW == 0 && s.G == 1 &&
+           s.OH == s.H && s.OW == s.W;
+}
+static bool is_depthwise(const ConvShape& s) { return s.G == s.C && s.OC == s.C && s.G > 1; }
+
+// Depthwise convolution, one channel at a time, as a 1-D stencil: the channel is copied into a
+// zero-padded plane of width Wp, so output (oh, ow) reads plane[(oh*SH + kh*DH)*Wp + ow*SW + kw*DW]
+// with no bounds checks. Over a grid of Gw = SH*Wp/SW columns per output row that index is
+// SW*q + kh*DH*Wp + kw*DW for the flat grid position q = oh*Gw + ow, so whole vectors of q run at
+// once, whatever the image width; the columns past OW are computed and dropped.
+struct DwPlan {
+    int64_t Wp, Hp, Gw, grid, plane;
+};
+
+static DwPlan dw_plan(const ConvShape& s) {
+    DwPlan d;
+    int64_t need_w = std::max(s.W + s.PW, (s.OW - 1) * s.SW + (s.KW - 1) * s.DW + 1);
+    d.Wp = round_up(need_w, s.SW);
+    if (s.SW == 2) {  // walked one output row at a time (a flat grid would compute every other column)
+        d.Gw = d.Wp;
+        d.grid = round_up(s.OW, VW);
+        d.Hp = std::max(s.H + s.PH, (s.OH - 1) * s.SH + (s.KH - 1) * s.DH + 1) + 1;
+        d.plane = d.Hp * d.Wp + 2 * d.grid + s.KW * s.DW + 2 * VW;  // slack: the last row's vectors run over
+        return d;
+    }
+    d.Gw = s.SH * d.Wp / s.SW;
+    d.grid = round_up(s.OH * d.Gw, VW);
+    // the last vector of q reads up to SW*grid + (KH-1)*DH*Wp + (KW-1)*DW (+ VW*SW for the pairs)
+    int64_t reach = s.SW * d.grid + (s.KH - 1) * s.DH * d.Wp + (s.KW - 1) * s.DW + 2 * VW * s.SW;
+    d.Hp = std::max(s.H + s.PH, (reach + d.Wp - 1) / d.Wp);
+    d.plane = d.Hp * d.Wp;
+    return d;
+}
+
+static inline vf load_strided(const float* p, int64_t stride) {
+#if GPRT_VW == 1
+    (void)stride;
+    return p[0];
+#else
+    if (stride == 1) return vload(p);
+    if (stride == 2) {  // even lanes of two vectors
+        vf a = vload(p), b = vload(p + VW);
+#if GPRT_VW == 4
+        return __builtin_shufflevector(a, b, 0, 2, 4, 6);
+#elif GPRT_VW == 8
+        return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+#else
+        return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+#endif
+    }
+    vf v;
+    for (int l = 0; l < VW; l++) v[l] = p[l * stride];
+    return v;
+#endif
+}
+
+// The stencil over the grid; KH/KW/SW are compile-time for the common shapes (0: taken from s).
+template <int KH_, int KW_, int SW_>
+static void dw_grid(const ConvShape& s, const DwPlan& d, const float* plane, const float* w, float bias, float* grid) {
+    const int64_t KH = KH_ ? KH_ : s.KH, KW = KW_ ? KW_ : s.KW, SW = SW_ ? SW_ : s.SW;
+    for (int64_t q = 0; q < d.grid; q += VW) {
+        vf acc = vbcast(bias);
+        const float* base = plane + SW * q;
+        for (int64_t kh = 0; kh < KH; kh++) {
+            const float* row = base + kh * s.DH * d.Wp;
+                for (int64_t kw = 0; kw < KW; kw++) acc += vbcast(w[kh * KW + kw]) * load_strided(row + kw * s.DW, SW);
+        }
+        vstore(grid + q, acc);
+    }
+}
+
+// Stride 2 across, one output row at a time: each tap loads two vectors of the row and keeps the even
+// lanes; the lanes past OW are dropped.
+template <int KH_, int KW_>
+static void dw_rows_s2(const ConvShape& s, const DwPlan& d, const float* plane, const float* w, float bias,
+                       float* y, Act act, float* row) {
+    const int64_t KH = KH_ ? KH_ : s.KH, KW = KW_ ? KW_ : s.KW;
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        for (int64_t ow = 0; ow < d.grid; ow += VW) {
+            vf acc = vbcast(bias);
+            for (int64_t kh = 0; kh < KH; kh++) {
+                const float* r = plane + (oh * s.SH + kh * s.DH) * d.Wp + 2 * ow;
+                for (int64_t kw = 0; kw < KW; kw++) acc += vbcast(w[kh * KW + kw]) * load_strided(r + kw * s.DW, 2);
+            }
+            vstore(row + ow, clamp ? vclamp(acc, act.lo, act.hi) : acc);
+        }
+        std::memcpy(y + oh * s.OW, row, sizeof(float) * s.OW);
+    }
+}
+
+// The channel into the padded plane: rows copied, only the padding (and the slack) zeroed.
+static void fill_plane(const ConvShape& s, const DwPlan& d, const float* x, float* plane) {
+    std::fill(plane, plane + s.PH * d.Wp, 0.f);
+    for (int64_t h = 0; h < s.H; h++) {
+        float* r = plane + (h + s.PH) * d.Wp;
+        std::fill(r, r + s.PW, 0.f);
+        std::memcpy(r + s.PW, x + h * s.W, sizeof(float) * s.W);
+        std::fill(r + s.PW + s.W, r + d.Wp, 0.f);
+    }
+    std::fill(plane + (s.H + s.PH) * d.Wp, plane + d.plane, 0.f);
+}
+
+static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
+                              float* y, Act act, float* plane, float* grid) {
+    fill_plane(s, d, x, plane);
+    if (s.SW == 2) {
+        if (s.KH == 3 && s.KW == 3)
+            dw_rows_s2<3, 3>(s, d, plane, w, bias, y, act, grid);
+        else if (s.KH == 5 && s.KW == 5)
+            dw_rows_s2<5, 5>(s, d, plane, w, bias, y, act, grid);
+        else
+            dw_rows_s2<0, 0>(s, d, plane, w, bias, y, act, grid);
+        return;
+    }
+    if (s.KH == 3 && s.KW == 3 && s.SW == 1)
+        dw_grid<3, 3, 1>(s, d, plane, w, bias, grid);
+    else if (s.KH == 5 && s.KW == 5 && s.SW == 1)
+        dw_grid<5, 5, 1>(s, d, plane, w, bias, grid);
+    else
+        dw_grid<0, 0, 0>(s, d, plane, w, bias, grid);
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        const float* g = grid + oh * d.Gw;
+        float* yr = y + oh * s.OW;
+        if (clamp)
+            for (int64_t ow = 0; ow < s.OW; ow++) yr[ow] = std::min(std::max(g[ow], act.lo), act.hi);
+        else
+            std::memcpy(yr, g, sizeof(float) * s.OW);
+    }
+}
+
+size_t conv_workspace(const ConvShape& s, int threads) {
+    int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G;
+    if (is_depthwise(s)) {
+        DwPlan d = dw_plan(s);
+        return (size_t)threads * (size_t)(d.plane + d.grid + 32) * sizeof(float);
+    }
+    size_t g = gemm_workspace(OCg, P, Cg * s.KH * s.KW, threads);
+    if (is_pointwise(s)) return g;
+    return g + (size_t)(Cg * s.KH * s.KW * P + 16) * sizeof(float);
+}
+
+static void im2col(const ConvShape& s, const float* x, float* cols) {
+    int64_t Cg = s.C / s.G, P = s.OH * s.OW;
+    for (int64_t c = 0; c < Cg; c++)
+        for (int64_t kh = 0; kh < s.KH; kh++)
+            for (int64_t kw = 0; kw < s.KW; kw++) {
+                float* row = cols + ((c * s.KH + kh) * s.KW + kw) * P;
+                const float* xc = x + c * s.H * s.W;
+                for (int64_t oh = 0; oh < s.OH; oh++) {
+                    int64_t ih = oh * s.SH - s.PH + kh * s.DH;
+                    float* r = row + oh * s.OW;
+                    if (ih < 0 || ih >= s.H) {
+                        std::fill(r, r + s.OW, 0.f);
+                        continue;
+                    }
+                    const float* xr = xc + ih * s.W;
+                    for (int64_t ow = 0; ow < s.OW; ow++) {
+                        int64_t iw = ow * s.SW - s.PW + kw * s.DW;
+                        r[ow] = (iw >= 0 && iw < s.W) ? xr[iw] : 0.f;
+                    }
+                }
+            }
+}
+
+void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const float* w, const float* b, float* y,
+            Act act) {
+    int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G, Kg = Cg * s.KH * s.KW;
+    if (is_depthwise(s)) {
+        DwPlan d = dw_plan(s);
+        int64_t per = d.plane + d.grid + 32;
+        parallel_for(pool, s.N * s.C, [&](int64_t b0, int64_t e0, int worker) {
+            float* plane = ws + worker * per;
+            for (int64_t nc = b0; nc < e0; nc++) {
+                int64_t c = nc % s.C;
+                depthwise_channel(s, d, x + nc * s.H * s.W, w + c * s.KH * s.KW, b ? b[c] : 0.f, y + nc * P, act,
+                                  plane, plane + d.plane + 16);
+            }
+        });
+        return;
+    }
+    bool pw = is_pointwise(s);
+    float* cols = pw ? nullptr : ws;
+    float* gws = pw ? ws : ws + Kg * P + 16;
+    for (int64_t n = 0; n < s.N; n++)
+        for (int64_t g = 0; g < s.G; g++) {
+            const float* xg = x + (n * s.C + g * Cg) * s.H * s.W;
+            float* yg = y + (n * s.OC + g * OCg) * P;
+            const float* B = xg;
+            if (!pw) {
+                im2col(s, xg, cols);
+                B = cols;
+            }
+            gemm(pool, gws, OCg, P, Kg, w + g * OCg * Kg, Kg, B, P, yg, P, b ? b + g * OCg : nullptr,
+                 b ? kBiasRow : kNoBias, act);
+        }
+}
+
+void conv_transpose2d(const ConvShape& s, const float* x, const float* w, const float* b, float* y) {
+    int64_t Cg = s.C / s.G, OCg = s.OC / s.G, P = s.OH * s.OW;
+    for (int64_t n = 0; n < s.N; n++)
+        for (int64_t oc = 0; oc < s.OC; oc++) std::fill(y + (n * s.OC + oc) * P, y + (n * s.OC + oc + 1) * P, b ? b[oc] : 0.f);
+    for (int64_t n = 0; n < s.N; n++)
+        for (int64_t ic = 0; ic < s.C; ic++) {
+            int64_t g = ic / Cg;
+            const float* xc = x + (n * s.C + ic) * s.H * s.W;
+            for (int64_t oc = 0; oc < OCg; oc++) {
+                const float* wk = w + (ic * OCg + oc) * s.KH * s.KW;
+                float* yc = y + (n * s.OC + g * OCg + oc) * P;
+                for (int64_t ih = 0; ih < s.H; ih++)
+                    for (int64_t kh = 0; kh < s.KH; kh++) {
+                        int64_t oh = ih * s.SH - s.PH + kh * s.DH;
+                        if (oh < 0 || oh >= s.OH) continue;
+                        for (int64_t iw = 0; iw < s.W; iw++) {
+                            float xv = xc[ih * s.W + iw];
+                            for (int64_t kw = 0; kw < s.KW; kw++) {
+                                int64_t ow = iw * s.SW - s.PW + kw * s.DW;
+                                if (ow >= 0 && ow < s.OW) yc[oh * s.OW + ow] += xv * wk[kh * s.KW + kw];
+                            }
+                        }
+                    }
+            }
+        }
+}
+
+// ---- batched matmul ----
+
+size_t matmul_workspace(int64_t M, int64_t N, int64_t K, int threads) { return gemm_workspace(M, N, K, threads); }
+
+void matmul(Pool* pool, float* ws, int nbatch_dims, const int64_t* batch_shape, const int64_t* a_strides,
+            const int64_t* b_strides, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
+    int64_t total = 1;
+    for (int d = 0; d < nbatch_dims; d++) total *= batch_shape[d];
+    for (int64_t t = 0; t < total; t++) {
+        int64_t rem = t, ao = 0, bo = 0;
+        for (int d = nbatch_dims - 1; d >= 0; d--) {
+            int64_t i = rem % batch_shape[d];
+            rem /= batch_shape[d];
+            ao += i * a_strides[d];
+            bo += i * b_strides[d];
+        }
+        gemm(pool, ws, M, N, K, A + ao, K, B + bo, N, C + t * M * N, N, nullptr, kNoBias, kNoAct);
+    }
+}
+
+}  // namespace gprt

@@ -1,0 +1,208 @@
+// Sparse 1x1 convolution / linear as SpMM with pixels as the vector dimension (the XNNPACK design):
+// for every tile of pixels, walk the packed nonzeros once, advancing the input pointer by stored
+// increments (no index arithmetic), broadcast each weight and FMA it into vector accumulators.
+// NB output rows per block share one input load per nonzero block (4x1 / 8x1 block sparsity).
+#include <algorithm>
+
+#include "gprt/gprt.h"
+#include "gprt/vec.h"
+
+namespace gprt {
+
+// Accumulator budget per ISA (vector registers left after the inputs): 16 on AVX-512, NEON and the
+// scalar path, 8 on AVX2 and on wasm (whose x86 hosts have 16 xmm registers).
+#if GPRT_VW == 16 || defined(__aarch64__) || GPRT_VW == 1
+constexpr int ACC = 16;
+#else
+constexpr int ACC = 8;
+#endif
+// Plain CSR reuses nothing across rows, so it takes wider pixel tiles (MR = 64 on AVX-512, 32 elsewhere).
+constexpr int csr_tv() { return VW == 16 ? 4 : (VW == 8 ? 4 : 8); }
+constexpr int block_tv(int nb) { return nb == 1 ? csr_tv() : (ACC / nb > 0 ? ACC / nb : 1); }
+
+struct Stream {
+    const float* x;     // input pointer (already advanced by the stream)
+    const int32_t* inc;  // next increment
+    const float* w;      // next NB weights
+    const int32_t* cnt;  // next block row's count
+};
+
+template <int NB, int TV>
+static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const float* bias, float* y, Act act,
+                       bool clamp) {
+    for (int64_t r = 0; r < nrows; r++) {
+        int64_t row = row0 + r * NB;
+        vf acc[NB][TV];
+        GPRT_UNROLL
+        for (int i = 0; i < NB; i++) {
+            vf b = vbcast(bias ? bias[row + i] : 0.f);
+            GPRT_UNROLL
+            for (int t = 0; t < TV; t++) acc[i][t] = b;
+        }
+        int32_t n = *s.cnt++;
+        const float* xp = s.x;
+        const int32_t* inc = s.inc;
+        const float* w = s.w;
+        for (int32_t j = 0; j < n; j++) {
+            vf xv[TV];
+            GPRT_UNROLL
+            for (int t = 0; t < TV; t++) xv[t] = vload(xp + t * VW);
+            xp += *inc++;
+            GPRT_UNROLL
+            for (int i = 0; i < NB; i++) {
+                vf wv = vbcast(w[i]);
+                GPRT_UNROLL
+                for (int t = 0; t < TV; t++) acc[i][t] += wv * xv[t];
+            }
+            w += NB;
+        }
+        s.x = xp;
+        s.inc = inc;
+        s.w = w;
+        GPRT_UNROLL
+        for (int i = 0; i < NB; i++) {
+            GPRT_UNROLL
+            for (int t = 0; t < TV; t++)
+                vstore(y + (row + i) * P + t * VW, clamp ? vclamp(acc[i][t], act.lo, act.hi) : acc[i][t]);
+        }
+    }
+}
+
+// Fewer than VW pixels left: the same walk, one pixel at a time.
+static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t npix, Stream& s, const float* bias,
+                      float* y, Act act) {
+    for (int64_t r = 0; r < nrows; r++) {
+        int64_t row = row0 + r * nb;
+        float acc[8][VW];
+        for (int i = 0; i < nb; i++)
+            for (int64_t t = 0; t < npix; t++) acc[i][t] = bias ? bias[row + i] : 0.f;
+        int32_t n = *s.cnt++;
+        for (int32_t j = 0; j < n; j++) {
+            for (int i = 0; i < nb; i++)
+                for (int64_t t = 0; t < npix; t++) acc[i][t] += s.w[i] * s.x[t];
+            s.x += *s.inc++;
+            s.w += nb;
+        }
+        for (int i = 0; i < nb; i++)
+            for (int64_t t = 0; t < npix; t++) y[(row + i) * P + t] = std::min(std::max(acc[i][t], act.lo), act.hi);
+    }
+}
+
+template <int NB, int TV>
+static void spmm_tile(int64_t M, int64_t P, int64_t npix, const int32_t* counts, const int32_t* incs,
+                      const float* values, const float* bias, const float* x, float* y, Act act) {
+    Stream s{x + incs[0], incs + 1, values, counts};
+    bool clamp = act.lo != -kInf || act.hi != kInf;
+    int64_t nbr = M / NB;
+    if (npix == TV * VW) {
+        block_rows<NB, TV>(nbr, 0, P, s, bias, y, act, clamp);
+        block_rows<1, TV>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+    } else if (npix == VW) {
+        block_rows<NB, 1>(nbr, 0, P, s, bias, y, act, clamp);
+        block_rows<1, 1>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+    } else {
+        tail_rows(NB, nbr, 0, P, npix, s, bias, y, act);
+        tail_rows(1, M % NB, nbr * NB, P, npix, s, bias, y, act);
+    }
+}
+
+template <int NB>
+static void spmm_nb(Pool* pool, int64_t M, int64_t P, const int32_t* counts, const int32_t* incs,
+                    const float* values, const float* bias, const float* x, float* y, Act act) {
+    constexpr int TV = block_tv(NB);
+    constexpr int64_t T = TV * VW;
+    int64_t full = P / T;
+    // pieces after the full tiles: one-vector tiles, then fewer than VW pixels
+    int64_t rest = P - full * T, vecs = rest / VW, tail = rest % VW;
+    int64_t units = full + vecs + (tail ? 1 : 0);
+    parallel_for(pool, units, [&](int64_t b, int64_t e, int) {
+        for (int64_t u = b; u < e; u++) {
+            int64_t off, npix;
+            if (u < full) {
+                off = u * T;
+                npix = T;
+            } else if (u < full + vecs) {
+                off = full * T + (u - full) * VW;
+                npix = VW;
+            } else {
+                off = full * T + vecs * VW;
+                npix = tail;
+            }
+            spmm_tile<NB, TV>(M, P, npix, counts, incs, values, bias, x + off, y + off, act);
+        }
+    });
+}
+
+void spmm_block(Pool* pool, int nb, int64_t M, int64_t P, const int32_t* counts, const int32_t* incs,
+                const float* values, const float* bias, const float* x, float* y, Act act) {
+    switch (nb) {
+        case 1: spmm_nb<1>(pool, M, P, counts, incs, values, bias, x, y, act); break;
+        case 2: spmm_nb<2>(pool, M, P, counts, incs, values, bias, x, y, act); break;
+        case 4: spmm_nb<4>(pool, M, P, counts, incs, values, bias, x, y, act); break;
+        case 8: spmm_nb<8>(pool, M, P, counts, incs, values, bias, x, y, act); break;
+        default: __builtin_trap();  // the code generator only emits 1, 2, 4 and 8
+    }
+}
+
+// ---- N:M ----
+
+// N and M are compile-time so the group loop unrolls and the positions index the group's rows directly.
+template <int TV, int N, int M>
+static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const float* values, const uint8_t* idx,
+                    const float* bias, const float* x, float* y, Act act) {
+    int64_t per_row = K / M * N;
+    bool clamp = act.lo != -kInf || act.hi != kInf;
+    for (int64_t o = 0; o < rows; o++) {
+        const float* w = values + o * per_row;
+        const uint8_t* ix = idx + o * per_row;
+        if (npix == TV * VW) {
+            vf acc[TV];
+            vf b = vbcast(bias ? bias[o] : 0.f);
+            GPRT_UNROLL
+            for (int t = 0; t < TV; t++) acc[t] = b;
+            const float* xg = x;
+            for (int64_t g = 0; g < K; g += M, xg += M * P, w += N, ix += N) {
+                GPRT_UNROLL
+                for (int j = 0; j < N; j++) {
+                    vf wv = vbcast(w[j]);
+                    const float* xp = xg + (int64_t)ix[j] * P;
+                    GPRT_UNROLL
+                    for (int t = 0; t < TV; t++) acc[t] += wv * vload(xp + t * VW);
+                }
+            }
+            GPRT_UNROLL
+            for (int t = 0; t < TV; t++) vstore(y + o * P + t * VW, clamp ? vclamp(acc[t], act.lo, act.hi) : acc[t]);
+        } else {
+            for (int64_t t = 0; t < npix; t++) {
+                float acc = bias ? bias[o] : 0.f;
+                for (int64_t g = 0, q = 0; g < K; g += M)
+                    for (int j = 0; j < N; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
+                y[o * P + t] = std::min(std::max(acc, act.lo), act.hi);
+            }
+        }
+    }
+}
+
+template <int N, int M>
+static void spmm_nm_t(Pool* pool, int64_t rows, int64_t K, int64_t P, const float* values, const uint8_t* idx,
+                      const float* bias, const float* x, float* y, Act act) {
+    constexpr int TV = csr_tv();
+    constexpr int64_t T = TV * VW;
+    int64_t full = P / T, rest = P - full * T;
+    parallel_for(pool, full + (rest ? 1 : 0), [&](int64_t b, int64_t e, int) {
+        for (int64_t u = b; u < e; u++) {
+            int64_t off = u * T, npix = u < full ? T : rest;
+            nm_rows<TV, N, M>(rows, K, P, npix, values, idx, bias, x + off, y + off, act);
+        }
+    });
+}
+
+void spmm_nm(Pool* pool, int n, int m, int64_t M, int64_t K, int64_t P, const float* values, const uint8_t* idx,
+             const float* bias, const float* x, float* y, Act act) {
+    if (n == 2 && m == 4) return spmm_nm_t<2, 4>(pool, M, K, P, values, idx, bias, x, y, act);
+    if (n == 1 && m == 4) return spmm_nm_t<1, 4>(pool, M, K, P, values, idx, bias, x, y, act);
+    if (n == 4 && m == 8) return spmm_nm_t<4, 8>(pool, M, K, P, values, idx, bias, x, y, act);
+    __builtin_trap();  // unreachable: the code generator emits only 2:4 (packing.FORMATS)
+}
+
+}  // namespace gprt

@@ -1,0 +1,356 @@
+"""The cpp backend: generated C++ built with real compilers, run on the host (in process), on aarch64
+(qemu-user) and on wasm32 (node), compared with the reference interpreter.
+
+Tolerance: float32 kernels against the float64 interpreter, max |err| <= 1e-4 x max(1, max |ref|) per
+output (the kernels reorder sums, and fused FMAs round differently from numpy).
+A target whose toolchain is missing is skipped with the message naming the package; CI installs all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+from graphprune.backends import cpp
+from graphprune.backends.cpp import codegen, packing, toolchain
+from helpers import assert_close_scaled
+from onnx import TensorProto, helper, numpy_helper
+from zoo import ZOO
+
+import graphprune as gp
+from graphprune.cli import main
+from graphprune.ir.ops import Op, OpaqueAttrs
+from graphprune.ir.types import DType, TensorType
+
+REL = 1e-4
+CROSS = sorted(ZOO)  # every zoo model on every target (slow: emulated)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """Object files cached for this session only: every session builds the runtime once per target."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRAPHPRUNE_CACHE", str(tmp_path_factory.mktemp("gp-cache")))
+    yield
+    mp.undo()
+
+
+def need(target: str) -> None:
+    try:
+        toolchain.find(target)
+        toolchain.runner_prefix(target)
+    except toolchain.ToolchainError as e:
+        pytest.skip(str(e))
+
+
+_GRAPHS: dict[tuple[str, bool], tuple[gp.Graph, list[np.ndarray]]] = {}
+
+
+def zoo_graph(name: str, pruned: bool = False) -> tuple[gp.Graph, list[np.ndarray]]:
+    key = (name, pruned)
+    if key not in _GRAPHS:
+        entry = ZOO[name]
+        g = gp.trace(entry.build(), entry.example_inputs())
+        if pruned:
+            g = gp.prune(g, channels=0.5)
+        _GRAPHS[key] = (g, [t.numpy() for t in entry.example_inputs()])
+    return _GRAPHS[key]
+
+
+def check(graph: gp.Graph, inputs, target: str, out_dir, **kw) -> cpp.Artifact:
+    need(target)
+    art = gp.compile(graph, "cpp", target=target, out_dir=out_dir, **kw)
+    assert_close_scaled(art.run(*inputs), graph.run(*inputs), rel=REL, what=f"{target} {out_dir}")
+    return art
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_host_dense(name, tmp_path):
+    g, ins = zoo_graph(name)
+    check(g, ins, "host", tmp_path, threads=2)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_host_pruned(name, tmp_path):
+    g, ins = zoo_graph(name, pruned=True)
+    check(g, ins, "host", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["aarch64", "wasm32"])
+@pytest.mark.parametrize("name", CROSS)
+def test_zoo_cross(name, target, tmp_path):
+    g, ins = zoo_graph(name)
+    check(g, ins, target, tmp_path, threads=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["aarch64", "wasm32"])
+def test_pruned_cross(target, tmp_path):
+    g, ins = zoo_graph("mobilenetv2", pruned=True)
+    check(g, ins, target, tmp_path, weights="bin")
+
+
+# ---- sparse layers: weights sparsified here, from numpy ----
+
+
+def sparsify(w: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    w = w.copy()
+    flat = w.reshape(w.shape[0], -1)
+    if kind == "csr":  # 90% unstructured zeros
+        flat[rng.random(flat.shape) < 0.9] = 0
+    elif kind in ("block4", "block8"):  # 70% of the nb x 1 output-channel blocks zero
+        nb = int(kind[5:])
+        keep = rng.random((flat.shape[0] // nb, flat.shape[1])) >= 0.7
+        flat[: flat.shape[0] // nb * nb] *= np.repeat(keep, nb, axis=0)
+    else:  # 2:4 along the input channels
+        g = flat.reshape(flat.shape[0], -1, 4)
+        drop = np.argsort(np.abs(g), axis=2)[:, :, :2]
+        np.put_along_axis(g, drop, 0, axis=2)
+    return w
+
+
+def sparse_model(kind: str, cout: int = 36) -> tuple[gp.Graph, list[np.ndarray]]:
+    """1x1 convs (one with an odd width: leftover rows) and a linear over 24 tokens, sparsified."""
+    import torch
+
+    rng = np.random.default_rng(0)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(32, cout, 1)
+            self.b = torch.nn.Conv2d(cout, 64, 1)
+            self.fc = torch.nn.Linear(64, 40)
+
+        def forward(self, x):
+            y = torch.nn.functional.relu6(self.b(torch.relu(self.a(x))))
+            return self.fc(y.flatten(2).transpose(1, 2))
+
+    torch.manual_seed(0)
+    m = M().eval()
+    with torch.no_grad():
+        for layer in (m.a, m.b, m.fc):
+            layer.weight.copy_(torch.from_numpy(sparsify(layer.weight.numpy(), kind, rng)))
+    x = torch.randn(1, 32, 4, 6)
+    return gp.trace(m, (x,)), [x.numpy()]
+
+
+@pytest.mark.parametrize("fmt", ["csr", "block4", "block8", "nm2:4"])
+def test_sparse_formats_host(fmt, tmp_path):
+    g, ins = sparse_model(fmt)
+    art = check(g, ins, "host", tmp_path, sparse=fmt, threads=2)
+    assert sorted(art.sparse_layers.values()) == [fmt] * 3, art.sparse_layers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["aarch64", "wasm32"])
+@pytest.mark.parametrize("fmt", ["csr", "block4", "nm2:4"])
+def test_sparse_formats_cross(fmt, target, tmp_path):
+    g, ins = sparse_model(fmt)
+    art = check(g, ins, target, tmp_path, sparse=fmt)
+    assert sorted(art.sparse_layers.values()) == [fmt] * 3
+
+
+def test_sparse_auto_follows_the_break_even_table(tmp_path):
+    """At 90% zeros the table picks a sparse kernel on the 1x1 convs; a dense model stays dense."""
+    g, ins = sparse_model("csr")
+    art = check(g, ins, "host", tmp_path / "s")
+    isa = cpp.host_isa("host")
+    for node in g.find(Op.CONV):
+        w = np.asarray(node.inputs[1].data).reshape(node.inputs[1].type.shape[0], -1)
+        want = packing.choose(w, 24, isa).fmt
+        assert art.sparse_layers.get(codegen.sanitize(node.name), "dense") == want
+    assert "csr" in art.sparse_layers.values() or "block4" in art.sparse_layers.values()
+    dense, dins = zoo_graph("mobilenetv2")
+    assert gp.compile(dense, out_dir=tmp_path / "d").sparse_layers == {}
+
+
+def test_packing_round_trips():
+    rng = np.random.default_rng(1)
+    w = sparsify(rng.standard_normal((13, 24)).astype(np.float32), "csr", rng)
+    for nb in (1, 4, 8):
+        p = packing.pack_block(w, nb, pixels=5)
+        # walk the stream like the kernel does and rebuild W
+        back = np.zeros_like(w)
+        pos, k, v = p.incs[0] // 5, 1, 0
+        rows = [list(range(r, r + nb)) for r in range(0, 13 // nb * nb, nb)] + [[r] for r in range(13 // nb * nb, 13)]
+        for rs, cnt in zip(rows, p.counts, strict=True):
+            for _ in range(cnt):
+                back[rs, pos] = p.values[v : v + len(rs)]
+                v += len(rs)
+                pos += p.incs[k] // 5
+                k += 1
+        np.testing.assert_array_equal(back, w)
+        assert pos == p.incs[0] // 5  # the last increment wraps back
+    w24 = sparsify(rng.standard_normal((6, 16)).astype(np.float32), "nm2:4", rng)
+    q = packing.pack_nm(w24, 2, 4)
+    back = np.zeros_like(w24)
+    for r in range(6):
+        for j in range(8):
+            back[r, j // 2 * 4 + q.idx[r, j]] = q.values[r, j]
+    np.testing.assert_array_equal(back, w24)
+
+
+# ---- safety: hostile names, -o, determinism, errors ----
+
+HOSTILE = ['x"; system("rm -rf /"); //', "a\nb */ #include </etc/passwd>", "../../evil/../name", "w\\0'; }}{{"]
+
+
+def hostile_onnx(path) -> None:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), HOSTILE[1])
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), HOSTILE[3])
+    nodes = [
+        helper.make_node(
+            "Conv", [HOSTILE[0], HOSTILE[1], HOSTILE[3]], [HOSTILE[2]], name=HOSTILE[0], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node("Relu", [HOSTILE[2]], ["y/../../out"], name=HOSTILE[1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        HOSTILE[3],
+        [helper.make_tensor_value_info(HOSTILE[0], TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y/../../out", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w, b],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_hostile_names_compile_to_safe_code(tmp_path):
+    hostile_onnx(tmp_path / "h.onnx")
+    g = gp.load(tmp_path / "h.onnx")
+    out = tmp_path / "deep" / "out"
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    check(g, [x], "host", out)
+    text = b"".join(p.read_bytes() for p in out.rglob("*") if p.suffix in (".h", ".cpp", ".txt", ".mjs"))
+    for piece in ('system("rm', "*/ #include", "/etc/passwd", "../../evil", "w\\0'", "y/../../out"):
+        assert piece.encode() not in text, piece
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(str(p).startswith("deep/out/") or p.name == "h.onnx" for p in written), written
+
+
+def test_output_is_deterministic(tmp_path):
+    g, _ = zoo_graph("se_net")
+    a, _ = cpp.generate_files(cpp.prepare(g))
+    b, _ = cpp.generate_files(cpp.prepare(zoo_graph("se_net")[0].copy()))
+    assert a == b
+    gp.compile(g, out_dir=tmp_path / "1")
+    gp.compile(g, out_dir=tmp_path / "2")
+    for name in ("model.h", "model.cpp", "model_weights.cpp", "CMakeLists.txt"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+    digest = hashlib.sha256((tmp_path / "1" / "libmodel.a").read_bytes()).hexdigest()
+    assert digest == hashlib.sha256((tmp_path / "2" / "libmodel.a").read_bytes()).hexdigest()
+
+
+def test_unlowerable_op_names_the_node_and_writes_nothing(tmp_path):
+    g = gp.Graph("m")
+    x = g.add_input("x", TensorType(DType.F32, (1, 4)))
+    node = g.add_node(
+        Op.OPAQUE, [x], OpaqueAttrs("onnx", "MyCustomOp", ""), types=[TensorType(DType.F32, (1, 4))], name="custom_1"
+    )
+    g.set_outputs([node.outputs[0]])
+    with pytest.raises(codegen.CompileError, match=r"node custom_1: .*cannot lower opaque op MyCustomOp"):
+        gp.compile(g, out_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_weights_beside_the_library(tmp_path):
+    g, ins = zoo_graph("flatten_linear")
+    art = check(g, ins, "host", tmp_path, weights="bin")
+    assert (tmp_path / "model_weights.bin").is_file() and not (tmp_path / "model_weights.cpp").exists()
+    assert not art.embedded
+
+
+def test_arena_reuses_memory():
+    g, _ = zoo_graph("densenet")
+    _, gen = cpp.generate_files(cpp.prepare(g))
+    total = sum(int(np.prod(v.type.shape)) * 4 for n in g.nodes for v in n.outputs)
+    assert 0 < gen.arena_bytes < total / 2
+
+
+def test_missing_toolchain_names_the_package(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(toolchain.ToolchainError, match="g\\+\\+-aarch64-linux-gnu"):
+        toolchain.find("aarch64")
+    with pytest.raises(toolchain.ToolchainError, match="qemu-user"):
+        toolchain.runner_prefix("aarch64")
+    with pytest.raises(toolchain.ToolchainError, match="clang-16"):
+        toolchain.find("wasm32")
+
+
+def test_cli_compile(tmp_path, capsys):
+    hostile_onnx(tmp_path / "m.onnx")
+    assert (
+        main(["compile", str(tmp_path / "m.onnx"), "--target", "host", "-o", str(tmp_path / "b"), "--threads", "2"])
+        == 0
+    )
+    assert (tmp_path / "b" / "runner").is_file() and (tmp_path / "b" / "libmodel.so").is_file()
+    (tmp_path / "file").write_text("x")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert "not a folder" in err and "Traceback" not in err
+
+
+NO_HEAP = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <vector>
+#include "model.h"
+static long allocs = 0;
+extern "C" void* __real_malloc(size_t);
+extern "C" void* __wrap_malloc(size_t n) { allocs++; return __real_malloc(n); }
+void* operator new(size_t n) { allocs++; void* p = std::malloc(n); if (!p) throw std::bad_alloc(); return p; }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+int main() {
+    std::vector<std::vector<char>> ins(gp_model_num_inputs()), outs(gp_model_num_outputs());
+    std::vector<const void*> ip; std::vector<void*> op;
+    for (auto& v : ins) { v.assign(1 << 20, 0); ip.push_back(v.data()); }
+    for (auto& v : outs) { v.assign(1 << 20, 0); op.push_back(v.data()); }
+    gp_model* m = gp_model_create(nullptr, 2);
+    long before = allocs;
+    for (int i = 0; i < 3; i++) gp_model_run(m, ip.data(), op.data());
+    std::printf("%ld\n", allocs - before);
+    gp_model_destroy(m);
+}
+"""
+
+
+@pytest.mark.parametrize("name", ["vit", "unet"])
+def test_run_allocates_nothing(name, tmp_path):
+    """operator new and malloc are counted around gp_model_run (two threads): zero calls."""
+    import subprocess
+
+    g, _ = zoo_graph(name)
+    gp.compile(g, out_dir=tmp_path, threads=2)
+    (tmp_path / "t.cpp").write_text(NO_HEAP)
+    tc = toolchain.find("host")
+    exe = tmp_path / "t"
+    subprocess.run([*tc.cxx, "-O1", f"-I{tmp_path}", str(tmp_path / "t.cpp"), str(tmp_path / "libmodel.a"),
+                    "-Wl,--wrap=malloc", "-pthread", "-o", str(exe)], check=True)
+    assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [["-march=haswell"], ["-DGPRT_SCALAR"], ["-msse2", "-mno-avx"]],
+                         ids=["avx2", "scalar", "sse"])
+def test_other_vector_paths(flags, tmp_path):
+    """The same generated folder rebuilt for the AVX2, SSE and scalar paths of the vector abstraction
+    (the host build uses AVX-512 where the CPU has it), dense and sparse kernels included."""
+    import subprocess
+
+    g, ins = sparse_model("block4")
+    gp.compile(g, out_dir=tmp_path, sparse="auto")
+    tc = toolchain.find("host")
+    srcs = [tmp_path / "model.cpp", tmp_path / "model_weights.cpp", *sorted((tmp_path / "runtime" / "src").glob("*.cpp")),
+            tmp_path / "runtime" / "tools" / "runner.cpp"]
+    exe = tmp_path / "runner_isa"
+    subprocess.run([*tc.cxx, "-std=c++17", "-O1", *flags, "-DGP_WEIGHTS_EMBEDDED", f"-I{tmp_path}",
+                    f"-I{tmp_path / 'runtime' / 'include'}", *map(str, srcs), "-pthread", "-o", str(exe)], check=True)
+    np.save(tmp_path / "in0.npy", ins[0])
+    subprocess.run([str(exe), "--threads", "2", "-o", "out", "in0.npy"], cwd=tmp_path, check=True)
+    assert_close_scaled([np.load(tmp_path / "out0.npy")], g.run(*ins), rel=REL, what=" ".join(flags))
