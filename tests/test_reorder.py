@@ -366,3 +366,14 @@ def test_unconstrained_keeps_more_weight_than_constrained_at_no_more_macs(name):
     assert gp.cost(free).macs <= gp.cost(constrained).macs
     assert kept_energy(free) > kept_energy(constrained)
     assert any("chosen jointly" in n for n in report.notes)
+
+
+def test_joint_selection_leaves_protected_streams_whole():
+    graph, _ = trace64("resnet_bottleneck")
+    pruned, report = gp.prune_with_report(graph, target_macs=0.5, scope="global", round_to=1, constrained=False,
+                                          keep=[r"layer1\.0\.downsample\.0"], verify=True)
+    convs = {n.name: n for n in pruned.nodes if n.op is Op.CONV}
+    assert convs["layer1.0.downsample.0"].outputs[0].type.shape[1] == 32
+    assert convs["layer1.1.conv1"].inputs[1].type.shape[1] == 32  # its reader reads all of it
+    assert not any("layer1.0.downsample.0: stream and readers" in n for n in report.notes)
+    assert any("layer2.0.downsample.0: stream and readers" in n for n in report.notes)

@@ -29,6 +29,7 @@ Complexity per segment: G + 1 cost evaluations for G groups, then O(S * (C + R))
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -36,7 +37,7 @@ import numpy as np
 from graphprune.ir.graph import Graph
 
 from ..analysis.coupling import Coupling
-from ..analysis.select import SelectOptions
+from ..analysis.select import SelectOptions, _keep_match
 from .readers import _uncut_consumers
 from .reorder import _block, segments
 
@@ -83,17 +84,20 @@ class _Segment:
         self.readers = readers  # (reader group id, stream channel index of each of its units)
 
 
-def _segment(graph: Graph, cut: Coupling, seg, own: set[int]) -> _Segment | None:
+def _segment(graph: Graph, cut: Coupling, seg, own: set[int], protected: frozenset[int]) -> _Segment | None:
+    """The segment's arrays, or None when it is not a free choice: a stream group that is not
+    prunable, has bins, is in `own` (read by a consumer without a reader gather) or `protected` (by
+    keep_nodes), a reader that is not one whole group or is protected, a channel nobody reads."""
     groups = {g.id: g for g in cut.groups}
     sizes = {g.id: g.size for g in cut.groups}
     gids = list(seg.groups)
-    if any(not groups[g].prunable or groups[g].bins or g in own for g in gids):
+    if any(not groups[g].prunable or groups[g].bins or g in own or g in protected for g in gids):
         return None
     out = _Segment(gids, [], sizes)
     for n in seg.gathers:
         lab_in, lab_out = _block(cut, n, 0), _block(cut, n, 1)
         og = int(cut.label_group[lab_out[0]])
-        if (og in gids or not groups[og].prunable or groups[og].bins
+        if (og in gids or og in protected or not groups[og].prunable or groups[og].bins
                 or not np.all(cut.label_group[lab_out] == og)
                 or not np.array_equal(cut.label_unit[lab_out], np.arange(groups[og].size))):
             return None
@@ -105,7 +109,10 @@ def _segment(graph: Graph, cut: Coupling, seg, own: set[int]) -> _Segment | None
         if len(np.unique(ch)) != len(ch):
             return None  # a reader reading a channel twice: its units are not independent choices
         out.readers.append((og, ch))
-    return out if out.readers else None
+    read = np.zeros(out.n, bool)
+    for _, ch in out.readers:
+        read[ch] = True
+    return out if out.readers and read.all() else None
 
 
 def _floor(size: int, round_to: int, min_keep: float) -> int:
@@ -143,12 +150,9 @@ def _choose(seg: _Segment, lam: float, vs: np.ndarray, cs: np.ndarray, vr: list[
         better = g > best[ch]
         best[ch[better]] = g[better]
         who[ch[better]] = np.stack([np.full(better.sum(), i), np.flatnonzero(better)], 1)
-    for c in np.flatnonzero(stream & ~covered):
+    for c in np.flatnonzero(stream & ~covered):  # every channel has a reader (see _segment)
         i, j = who[c]
-        if i >= 0:
-            reads[i][j] = True
-        else:
-            stream[c] = False  # no reader can read it (cannot happen: every channel of a segment is read)
+        reads[i][j] = True
     for (og, ch), r, g in zip(seg.readers, reads, gain_r, strict=True):
         avail = np.flatnonzero(stream[ch] & ~r)
         k = _round_up(max(int(r.sum()), _floor(sizes[og], round_to, min_keep)), sizes[og], round_to)
@@ -168,15 +172,17 @@ def joint_select(
     round_to: int = 1,
     min_keep: float = 0.0,
     notes: list[str] | None = None,
+    protected: frozenset[int] = frozenset(),
 ) -> dict[int, np.ndarray]:
     """Improve a constrained selection `keep` (in cut-mode groups, see `to_cut`) segment by segment:
-    more kept score at no more cost (`metric`: 0 MACs, 1 parameters of `cost`)."""
+    more kept score at no more cost (`metric`: 0 MACs, 1 parameters of `cost`); segments with a
+    `protected` group keep their selection."""
     keep = {g: np.asarray(m, bool).copy() for g, m in keep.items()}
     sizes = {g.id: g.size for g in cut.groups}
     own = _uncut_consumers(graph, cut)
     total = cost(keep)[metric]
     for spec in segments(graph, cut):
-        seg = _segment(graph, cut, spec, own)
+        seg = _segment(graph, cut, spec, own, protected)
         if seg is None:
             continue
         # unit costs by finite differences at the current selection
@@ -284,5 +290,7 @@ def joint_keep(
     cost_fn = (lambda kp: pruned_cost(plain, uncut, kp)) if options.targets else None
     constrained = to_cut(uncut, cut, select(uncut, plain_scores, options, cost_fn, notes=notes))
     metric = 1 if options.target_params and not options.target_macs else 0
+    patterns = [re.compile(p) for p in options.keep_nodes]
+    protected = frozenset(g.id for g in cut.groups if _keep_match(g, patterns) is not None)
     return joint_select(graph, cut, constrained, scores, lambda kp: pruned_cost(graph, cut, kp), metric,
-                        options.round_to, options.min_keep, notes)
+                        options.round_to, options.min_keep, notes, protected)
