@@ -188,10 +188,11 @@ def joint_select(
         # unit costs by finite differences at the current selection
         cr = np.zeros(len(seg.readers))
         for i, (og, _) in enumerate(seg.readers):
-            trial = dict(keep)
-            trial[og] = keep[og].copy()
-            trial[og][np.flatnonzero(keep[og])[-1]] = False
-            cr[i] = total - cost(trial)[metric] if keep[og].sum() > 1 else 0.0
+            if keep[og].sum() > 1:
+                trial = dict(keep)
+                trial[og] = keep[og].copy()
+                trial[og][np.flatnonzero(keep[og])[-1]] = False
+                cr[i] = total - cost(trial)[metric]
         cs_group = np.zeros(len(seg.gids))
         for i, gid in enumerate(seg.gids):
             kept = np.flatnonzero(keep[gid])
