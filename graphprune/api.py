@@ -145,7 +145,9 @@ def prune(
     value names whose channels stay.
 
     `constrained=False`: every reader of a shared tensor (a residual stream, a concat read by several
-    layers) keeps its own input channels; producers drop only the channels no reader reads. The
+    layers) keeps its own input channels; producers drop only the channels no reader reads. Streams
+    and readers are chosen jointly under the budget from the constrained selection, never keeping
+    less importance than it at no more cost (passes/transform/joint.py). The
     channels are then reordered (`reorder`: search, upscale or none) so that as many readers as
     possible read a contiguous range (a slice) instead of a gather; `contiguity` (e.g. 0.02) snaps a
     reader to a contiguous range when that loses at most that fraction of its kept importance.

@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from graphprune.passes.analysis.coupling import analyze
+from graphprune.passes.analysis.importance import unit_scores
 from graphprune.passes.analysis.reorder import (
     ReaderSpec,
     SegmentSpec,
@@ -25,9 +26,10 @@ from graphprune.passes.analysis.reorder import (
     upscale_order,
 )
 from graphprune.passes.analysis.select import SelectOptions, select
-from graphprune.passes.transform.prune_channels import _rebind, apply_prune, masked_reference
+from graphprune.passes.transform.joint import joint_select, kept_score, to_cut
+from graphprune.passes.transform.prune_channels import _rebind, apply_prune, masked_reference, pruned_cost
 from graphprune.passes.transform.readers import find_reads, insert_readers, reader_gathers, resolve_streams
-from graphprune.passes.transform.reorder import reorder_graph
+from graphprune.passes.transform.reorder import reorder_graph, snap_readers
 from helpers import as_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -207,11 +209,23 @@ def test_evaluate_counts_bytes_and_runs():
 
 
 def test_contiguity_trades_importance_for_fewer_copies():
+    # readers that choose freely (the union selection) so that some still gather
     graph, x = trace64("densenet")
-    plain, plain_report = gp.prune_with_report(graph, 0.5, constrained=False)
-    snapped, report = gp.prune_with_report(graph, 0.5, constrained=False, contiguity=0.1, verify=True)
-    assert sum(r.bytes_copied for r in report.segments) < sum(r.bytes_copied for r in plain_report.segments)
-    notes = [n for n in report.notes if "snapped" in n]
+    g = graph.copy()
+    insert_readers(g)
+    coupling = analyze(g, cuts=True)
+    scores = unit_scores(g, coupling, "l2")
+    selected = select(coupling, scores, SelectOptions(channels=0.5, round_to=1))
+    notes: list[str] = []
+    copied = []
+    for keep in (resolve_streams(g, coupling, selected), snap_readers(g, coupling, selected, scores, 0.1, notes)):
+        pruned = g.copy()
+        apply_prune(pruned, _rebind(coupling, g, pruned), keep)
+        assert_same(pruned.run(*x, dtype="float64"), masked_reference(g, coupling, keep).run(*x, dtype="float64"))
+        results, _ = reorder_graph(pruned, "search")
+        copied.append(sum(r.bytes for r in results))
+    assert copied[1] < copied[0]
+    notes = [n for n in notes if "snapped" in n]
     assert notes and all(float(n.split("(")[1].split("%")[0]) <= 10.0 for n in notes)
 
 
@@ -285,10 +299,18 @@ def test_unconstrained_text():
       return %y
     }
     """
+    # per-reader masks (the union selection; gp.prune's joint selection keeps channels {1, 2} for both readers here)
     graph = gp.parse(dedent(before))
+    insert_readers(graph)
+    coupling = analyze(graph, cuts=True)
+    scores = unit_scores(graph, coupling, "l1")
+    keep = resolve_streams(graph, coupling, select(coupling, scores, SelectOptions(channels=0.5, round_to=1)))
     for method, expected in (("none", naive), ("search", reordered)):
-        got = gp.prune(graph, 0.5, criterion="l1", round_to=1, constrained=False, reorder=method, verify=True)
+        got = graph.copy()
+        apply_prune(got, _rebind(coupling, graph, got), keep)
+        reorder_graph(got, method)
         assert str(got) == dedent(expected)
+        assert_same(got.run(np.ones((1, 2, 3))), masked_reference(graph, coupling, keep).run(np.ones((1, 2, 3))))
 
 
 def test_stream_widths_are_rounded():
@@ -299,3 +321,60 @@ def test_stream_widths_are_rounded():
     convs = [n for n in pruned.nodes if n.op is Op.CONV]
     assert all(w % 8 == 0 or w == full[n.name] for n, w in zip(convs, widths, strict=True))
     assert [o.shape for o in pruned.run(*x)] == [o.shape for o in graph.run(*x)]
+
+
+# joint selection of streams and readers (transform/joint.py)
+# ------------------------------------------------------------------------------------------------
+
+
+def kept_energy(graph: Graph) -> float:
+    return sum(float(np.square(np.asarray(n.inputs[1].data)).sum()) for n in graph.nodes
+               if n.op in (Op.CONV, Op.LINEAR) and n.inputs[1].is_const)
+
+
+@settings(max_examples=12, deadline=None)
+@given(name=st.sampled_from(["resnet_bottleneck", "densenet", "mobilenetv2", "split_branches"]),
+       seed=st.integers(0, 2**16), frac=st.floats(0.2, 0.7), round_to=st.sampled_from([1, 4]))
+def test_joint_selection_is_never_worse_than_constrained(name, seed, frac, round_to):
+    graph, x = trace64(name)
+    g = graph.copy()
+    insert_readers(g)
+    cut, uncut = analyze(g, cuts=True), analyze(graph)
+    rng = np.random.default_rng(seed)
+    scores = {grp.id: rng.random(grp.size) for grp in cut.groups}
+    plain_scores = {grp.id: rng.random(grp.size) for grp in uncut.groups}
+    picked = select(uncut, plain_scores, SelectOptions(channels=frac, round_to=round_to))
+    constrained = to_cut(uncut, cut, picked)
+    cost = lambda kp: pruned_cost(g, cut, kp)  # noqa: E731
+    # the constrained selection seen through the reader gathers prunes exactly as constrained pruning
+    assert cost(constrained) == pruned_cost(graph, uncut, picked)
+    joint = joint_select(g, cut, constrained, scores, cost, round_to=round_to, min_keep=0.1)
+    assert kept_score(joint, scores) >= kept_score(constrained, scores)
+    assert cost(joint)[0] <= cost(constrained)[0]
+    pruned = g.copy()
+    apply_prune(pruned, _rebind(cut, g, pruned), joint)
+    reorder_graph(pruned, "search")
+    assert_same(pruned.run(*x, dtype="float64"), masked_reference(g, cut, joint).run(*x, dtype="float64"))
+
+
+@pytest.mark.parametrize("name", ["resnet_bottleneck", "densenet"])
+def test_unconstrained_keeps_more_weight_than_constrained_at_no_more_macs(name):
+    graph, _ = trace64(name)
+    constrained = gp.prune(graph, target_macs=0.5, scope="global", round_to=1)
+    free, report = gp.prune_with_report(graph, target_macs=0.5, scope="global", round_to=1, constrained=False,
+                                        verify=True)
+    assert gp.cost(free).macs <= gp.cost(constrained).macs
+    assert kept_energy(free) > kept_energy(constrained)
+    assert any("chosen jointly" in n for n in report.notes)
+
+
+def test_joint_selection_leaves_protected_streams_whole():
+    graph, _ = trace64("resnet_bottleneck")
+    pruned, report = gp.prune_with_report(graph, target_macs=0.5, scope="global", round_to=1, constrained=False,
+                                          keep=[r"layer1\.0\.downsample\.0"], verify=True)
+    convs = {n.name: n for n in pruned.nodes if n.op is Op.CONV}
+    assert convs["layer1.0.downsample.0"].outputs[0].type.shape[1] == 32
+    assert convs["layer1.1.conv1"].inputs[1].type.shape[1] == 32  # its reader reads all of it
+    assert not any("layer1.0.downsample.0: stream and readers" in n for n in report.notes)
+    constrained = gp.prune(graph, target_macs=0.5, scope="global", round_to=1, keep=[r"layer1\.0\.downsample\.0"])
+    assert gp.cost(pruned).macs <= gp.cost(constrained).macs

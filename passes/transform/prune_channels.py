@@ -463,13 +463,14 @@ class PruneChannels:
         from ..analysis.coupling import analyze
         from ..analysis.importance import unit_scores
         from ..analysis.select import SelectOptions, select
-        from .readers import insert_readers, resolve_streams
+        from .readers import insert_readers
 
         if self.constrained:
             coupling = analyses.get(CouplingAnalysis)
             inserted = []
         else:
             # every reader of a shared tensor gets its own channels (see readers.py)
+            plain = graph.copy()
             inserted = insert_readers(graph)
             coupling = analyze(graph, cuts=True)
         scores = unit_scores(
@@ -485,18 +486,19 @@ class PruneChannels:
             keep_nodes=(self.keep,) if self.keep else (),
         )
         budget = self.target_macs or self.target_params
-
-        def resolve(kp: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-            return kp if self.constrained else resolve_streams(graph, coupling, kp, scores, self.round_to)
-
         notes: list[str] = []  # the selection's decisions (kept groups, relaxed round_to), for reports
-        cost_fn = (lambda kp: pruned_cost(graph, coupling, resolve(kp))) if budget else None
-        selected = select(coupling, scores, options, cost_fn, notes=notes)
-        keep = resolve(selected)
-        if not self.constrained and self.contiguity > 0:
-            from .reorder import snap_readers
+        if self.constrained:
+            cost_fn = (lambda kp: pruned_cost(graph, coupling, kp)) if budget else None
+            keep = select(coupling, scores, options, cost_fn, notes=notes)
+        else:
+            from .joint import joint_keep
 
-            keep = snap_readers(graph, coupling, selected, scores, self.contiguity, notes, self.round_to)
+            # the constrained selection, then each segment's stream and readers chosen jointly (joint.py)
+            keep = joint_keep(plain, graph, coupling, scores, options, self.criterion, self.calib, self.seed, notes)
+            if self.contiguity > 0:
+                from .reorder import snap_readers
+
+                keep = snap_readers(graph, coupling, keep, scores, self.contiguity, notes, self.round_to)
         if not inserted and all(np.all(keep.get(g.id, True)) for g in coupling.groups):
             # nothing to remove; the stats still tell a report what was decided and why
             return PassResult(False, ALL, {"coupling": coupling, "keep": keep, "notes": notes, "units_removed": 0})

@@ -11,10 +11,10 @@ Constrained pruning keeps one channel set per coupling group, so every reader of
 same channels. Unconstrained pruning inserts a *reader gather* (all channels, in order: an identity)
 at the start of every reader chain of a shared group; the coupling in cut mode
 (`analyze(graph, cuts=True)`) gives each reader a coupling group of its own. The selection then
-chooses every reader's channels by its own importance, and `resolve_streams` sets each stream group's
-keep to the union of what its readers read: producers, adds and the stream's norms drop only the
-channels no reader reads. Physical pruning rewrites each reader gather's indices to the positions of
-its kept channels in the pruned stream.
+chooses every reader's channels (transform/joint.py: jointly with the stream's, under the budget),
+and producers, adds and the stream's norms drop only the channels no reader reads; `resolve_streams`
+sets each stream group's keep to the union of what freely chosen readers read. Physical pruning
+rewrites each reader gather's indices to the positions of its kept channels in the pruned stream.
 
 `lower_readers` (exact) turns a gather that reads every channel in order into nothing and one that
 reads a contiguous range into a Slice (a view in torch); the rest stay one Gather each (a copy).
@@ -37,6 +37,7 @@ __all__ = [
     "insert_readers",
     "lower_readers",
     "reader_gathers",
+    "reads_everything",
     "resolve_streams",
     "split_concat_reads",
     "splittable",
@@ -203,11 +204,21 @@ def resolve_streams(
     return out
 
 
+def reads_everything(node: Node) -> bool:
+    """Whether a gather reads every channel of its input in order (an identity: it disappears)."""
+    size = node.inputs[0].type.shape[node.attrs.axis]
+    sel = np.asarray(node.inputs[1].data).astype(np.int64)
+    return isinstance(size, int) and len(sel) == size and np.array_equal(sel % size, np.arange(size))
+
+
 def splittable(graph: Graph, node: Node) -> bool:
     """Whether a reader gather reads a concat along its axis that only reader gathers read (so
-    splitting every read per concat input removes the concat)."""
+    splitting every read per concat input removes the concat), and not all of it in order (then
+    it reads the concat itself, no copy of its own)."""
     src, axis = node.inputs[0].producer, node.attrs.axis
     if src is None or src.op is not Op.CONCAT or src.attrs.axis != axis or node.inputs[0] in graph.outputs:
+        return False
+    if reads_everything(node):
         return False
     if not all(isinstance(v.type.shape[axis], int) for v in src.inputs):
         return False
