@@ -365,13 +365,14 @@ class SharedWeight:
     z: np.ndarray
     slot: np.ndarray
 
-
-def _current(w: SharedWeight, col_of: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """The columns of w's |w| when slot s holds the channel of slot perm[s]."""
-    src = np.arange(w.z.shape[1])
-    live = w.slot >= 0
-    src[live] = col_of[perm[w.slot[live]]]
-    return src
+    def columns(self, perm: np.ndarray) -> np.ndarray:
+        """When slot s holds the channel of slot perm[s]: the original column each column now holds."""
+        col_of = np.full(len(perm), -1, np.int64)
+        live = self.slot >= 0
+        col_of[self.slot[live]] = np.flatnonzero(live)
+        src = np.arange(self.z.shape[1])
+        src[live] = col_of[perm[self.slot[live]]]
+        return src
 
 
 def nm_search_within(
@@ -397,7 +398,7 @@ def nm_search_within(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     size = slots
-    col_of = []
+    col_of = []  # per weight: the column of every slot (-1: not read)
     for w in weights:
         c = np.full(size, -1, np.int64)
         live = np.flatnonzero(w.slot >= 0)
@@ -409,11 +410,10 @@ def nm_search_within(
     zt = [np.ascontiguousarray(np.abs(r).T, dtype=np.float32) for r in rows]  # [C, rows]
     perm = np.arange(size)
 
-    def kept_all(p: np.ndarray, full: bool) -> list[float]:
-        return [nm_kept(np.abs(w.z)[:, _current(w, c, p)] if full else np.abs(r)[:, _current(w, c, p)], n, m)
-                for w, r, c in zip(weights, rows, col_of, strict=True)]
+    def kept_all(p: np.ndarray) -> list[float]:
+        return [nm_kept(np.abs(w.z)[:, w.columns(p)], n, m) for w in weights]
 
-    base = kept_all(perm, True)
+    base = kept_all(perm)
     if not weights:
         return SearchResult(perm, 0.0, 0.0, time.perf_counter() - t0, "identity"), base, base
     eps = 1e-6 * max(sum(base), 1e-300) / max(size, 1)
@@ -428,8 +428,7 @@ def nm_search_within(
                 cols = c[cls]
                 if np.all(cols < 0):
                     continue
-                src = _current(w, c, perm)
-                cur = t[src]  # [C, rows] in the current order
+                cur = t[w.columns(perm)]  # [C, rows] in the current order
                 if np.any(cols < 0):
                     continue  # the weight reads the class whole or not at all (checked by the caller)
                 stripe, lane = cols // m, cols % m
@@ -465,7 +464,7 @@ def nm_search_within(
             applied += 1
         if not applied:
             break
-    kept = kept_all(perm, True)
+    kept = kept_all(perm)
     if sum(kept) <= sum(base):
         perm, kept = np.arange(size), base
     how = "identity" if np.array_equal(perm, np.arange(size)) else "within-runs"

@@ -484,12 +484,7 @@ def _share(graph: Graph, cl: _Cluster, p: Pattern, opts: PermuteForSparsity, spl
     moves = []
     for f in freed:
         src, ks = reads[f]
-        w = cl.weights[ks[0]][1]
-        col_of = np.full(len(res.perm), -1, np.int64)
-        col_of[w.slot[w.slot >= 0]] = np.flatnonzero(w.slot >= 0)
-        now = np.arange(w.z.shape[1])
-        live = w.slot >= 0
-        now[live] = col_of[res.perm[w.slot[live]]]  # column i now holds original column now[i]
+        now = cl.weights[ks[0]][1].columns(res.perm)  # column i now holds original column now[i]
         inv = np.empty_like(now)
         inv[now] = np.arange(len(now))
         moves.append((src, inv[order[f]]))
