@@ -291,11 +291,15 @@ class PermuteForSparsity:
             for lay, _ in cl.weights:
                 seen[id(lay.weight)] = seen.get(id(lay.weight), 0) + 1
         split = {w for w, c in seen.items() if c > 1}
-        for cl in clusters:
+        bar = Progress(f"permute-sparse {p} (runs shared with the reorder)", len(clusters) or 1,
+                       enabled=self.progress)
+        for k, cl in enumerate(clusters):
             row, cl_perms, cl_moves = _share(graph, cl, p, self, split)
             stats["groups"].append(row)
             perms.update(cl_perms)
             moves += cl_moves
+            bar.update(k + 1, f"cluster {k + 1}/{len(clusters)}")
+        bar.close()
         if perms:
             apply_permutation(graph, coupling, perms)
             changed += len(perms)
@@ -409,7 +413,9 @@ def _clusters(coupling: Coupling, straddling: list[CouplingGroup], layers: list[
 def _share(graph: Graph, cl: _Cluster, p: Pattern, opts: PermuteForSparsity, split: set[int]
            ) -> tuple[GroupRow, dict[int, np.ndarray], list[Node]]:
     """Decide who sets the cluster's order (see the module docstring): the row for the report, the
-    permutations within the runs, and the reads to turn into gathers with an order of their own."""
+    permutations within the runs, and the reads to turn into gathers with an order of their own.
+    Every search here runs within a quarter of `time_budget` (at most three shared searches and one
+    per reader)."""
     t0 = time.perf_counter()
     budget = opts.time_budget / 4
 
