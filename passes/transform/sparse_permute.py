@@ -276,7 +276,7 @@ class PermuteForSparsity:
                         and m.axes == (q.attrs.axis,))
             winner = ("both" if views else "sparsity") if permuted else "neither"
             stats["groups"].append(GroupRow(group.id, group.name, group.size, tuple(c.weight for c in contribs),
-                                            base, kept, method, time.perf_counter() - t0, winner, kept,
+                                            base, kept, method, time.perf_counter() - t0, winner,
                                             views_kept=views))
             done += w
             bar.update(done, f"group {k + 1}/{len(plans)}")
