@@ -248,6 +248,8 @@ def sparsify(
     budget: float = 1.0,
     seed: int = 0,
     verify: bool | None = None,
+    prefer: str = "auto",
+    min_gain: float = 0.02,
 ) -> Graph:
     """A new graph whose weights follow a sparsity pattern; the masks travel with the weights
     (`Value.sparsity`).
@@ -260,11 +262,16 @@ def sparsify(
     `first` / `last`. Layers that do not fit the pattern are skipped and listed in the report.
     `permute`: first permute channels (an exact rewrite) so the masks keep more magnitude; `search`:
     fast (sort-and-deal plus local refinement), strong (ASP-style stripe-pair search within
-    `time_budget` seconds) or plain. `budget`: the largest relative L2 error of the outputs the
-    numerical verifier accepts (checked when `verify`)."""
+    `time_budget` seconds) or plain. `prefer`: who sets the order of channels that an unconstrained
+    prune's reorder made contiguous (readers reading slices): auto (N:M is searched within the
+    reorder's runs, so every slice stays; a reader turns its slice into a gather with an order of its
+    own only when that keeps more than `min_gain` of its magnitude), reorder (every slice stays) or
+    sparsity (a reader takes its own order whenever it keeps more). `budget`: the largest relative L2
+    error of the outputs the numerical verifier accepts (checked when `verify`)."""
     out, _ = sparsify_with_report(
         graph, pattern, permute=permute, sparsity=sparsity, scope=scope, layers=layers, first=first, last=last,
-        search=search, time_budget=time_budget, budget=budget, seed=seed, verify=verify,
+        search=search, time_budget=time_budget, budget=budget, seed=seed, verify=verify, prefer=prefer,
+        min_gain=min_gain,
     )
     return out
 
@@ -284,6 +291,8 @@ def sparsify_with_report(
     budget: float = 1.0,
     seed: int = 0,
     verify: bool | None = None,
+    prefer: str = "auto",
+    min_gain: float = 0.02,
 ) -> tuple[Graph, SparsityReport]:
     """`sparsify` (same options), and the report: per layer sparsity, kept magnitude (with and without
     the permutation), weight and output error; the output error against the budget; skipped layers."""
@@ -303,7 +312,8 @@ def sparsify_with_report(
     passes: list[Any] = [sp]
     if permute:
         passes.insert(0, PermuteForSparsity(pattern=pattern, sparsity=target, layers=layers or "", first=first,
-                                            last=last, search=search, time_budget=time_budget, seed=seed))
+                                            last=last, search=search, time_budget=time_budget, seed=seed,
+                                            prefer=prefer, min_gain=min_gain))
     results = _LastResult()
     out = optimize(graph, Pipeline(passes), verify=verify, instruments=[results])
     st = results.stats[Sparsify.name]

@@ -7,7 +7,8 @@
                      [--unconstrained [--reorder search|upscale|none] [--contiguity F]]
                      [--scope local|global] [--round-to N] [--keep NODE ...] [--calib inputs.npz]
                      [--sparsity 2:4|block:4x1|unstructured [--sparsity-target F] [--sparsity-scope S]
-                      [--permute [--search fast|strong] [--search-time S]] [--layers REGEX]
+                      [--permute [--search fast|strong] [--search-time S] [--prefer auto|reorder|sparsity]]
+                      [--layers REGEX]
                       [--first-layer] [--last-layer] [--error-budget F]]
                      [--report report.json] [--plot widths.png] [--verify]
     graphprune compile MODEL --backend cpp --target host|aarch64|wasm32 -o DIR [--threads N] [--weights embed|bin]
@@ -230,8 +231,11 @@ def _prune(args: argparse.Namespace) -> int:
                 re.compile(args.layers)
             except re.error as e:
                 raise GraphpruneError(f"--layers {args.layers!r}: not a regular expression ({e})") from None
+        if args.prefer is not None and not args.permute:
+            raise GraphpruneError("--prefer decides who orders the channels when --permute meets the reorder; "
+                                  "add --permute")
     else:
-        given = [o for o, v in (("--permute", args.permute), ("--layers", args.layers),
+        given = [o for o, v in (("--permute", args.permute), ("--layers", args.layers), ("--prefer", args.prefer),
                                 ("--sparsity-target", args.sparsity_target)) if v]
         if given:
             raise GraphpruneError(f"{given[0]} applies to --sparsity; give a pattern such as --sparsity 2:4")
@@ -291,6 +295,7 @@ def _prune(args: argparse.Namespace) -> int:
             last=args.last_layer,
             search=args.search,
             time_budget=args.search_time,
+            prefer=args.prefer or "auto",
             budget=args.error_budget,
             verify=args.verify,
         )
@@ -505,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--search", choices=("plain", "fast", "strong"), default="fast",
                    help="the permutation search: fast (sort and deal, local refinement) or strong (stripe-pair "
                         "search within --search-time)")
+    r.add_argument("--prefer", choices=("auto", "reorder", "sparsity"), default=None,
+                   help="with --permute after --unconstrained: who orders the channels readers slice (auto: N:M "
+                        "within the reorder's runs, a slice becomes a gather only for 2%% more kept magnitude; "
+                        "reorder: every slice stays; sparsity: whenever N:M keeps more)")
     r.add_argument("--search-time", type=float, default=10.0, metavar="S",
                    help="seconds the strong search may take in all (default 10)")
     r.add_argument("--layers", metavar="REGEX",

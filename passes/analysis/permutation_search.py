@@ -36,10 +36,12 @@ import numpy as np
 
 __all__ = [
     "BlockObjective",
+    "SharedWeight",
     "block_search",
     "deal",
     "nm_kept",
     "nm_search",
+    "nm_search_within",
 ]
 
 
@@ -347,3 +349,123 @@ def block_search(
             best_perm, best_kept, how = perm, cur, "swap"
     return SearchResult(best_perm, best_kept, base, time.perf_counter() - t0, how)
 
+
+
+# ------------------------------------------------------------------------------------------------
+# N:M within classes: a channel order shared by layers whose stripes straddle several classes
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SharedWeight:
+    """One layer's share of a shared N:M objective: `z` [rows, C] (|w| per input column, stripes of m
+    consecutive columns) and `slot` [C]: the shared slot each column reads (-1: a column whose
+    channel order is fixed). Every slot a weight reads, it reads once."""
+
+    z: np.ndarray
+    slot: np.ndarray
+
+    def columns(self, perm: np.ndarray) -> np.ndarray:
+        """When slot s holds the channel of slot perm[s]: the original column each column now holds."""
+        col_of = np.full(len(perm), -1, np.int64)
+        live = self.slot >= 0
+        col_of[self.slot[live]] = np.flatnonzero(live)
+        src = np.arange(self.z.shape[1])
+        src[live] = col_of[perm[self.slot[live]]]
+        return src
+
+
+def nm_search_within(
+    weights: list[SharedWeight],
+    classes: list[np.ndarray],
+    n: int,
+    m: int,
+    *,
+    slots: int,
+    time_budget: float = 10.0,
+    sample_rows: int = 512,
+    seed: int = 0,
+) -> tuple[SearchResult, list[float], list[float]]:
+    """A permutation of the `slots` shared slots (`perm[s]`: the slot whose channel moves into slot s; channels
+    trade places only within a class) that raises the N:M magnitude kept over every weight. The
+    layers read the slots at different offsets (a reorder's slices start anywhere), so their stripes
+    straddle the classes and no single stripe layout exists: this is a steepest-ascent swap search.
+    Each round prices every swap inside a class on every weight at once (the value of a stripe with
+    one lane replaced by every other column of the class: O(k^2 * m * rows) per class of k slots and
+    weight), applies the best swaps that share no stripe (so their gains add exactly), and stops when
+    no swap gains or the budget is spent. Returns the result and the kept magnitude per weight with
+    the identity and with the result; never keeps less than the identity."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    size = slots
+    col_of = []  # per weight: the column of every slot (-1: not read)
+    for w in weights:
+        c = np.full(size, -1, np.int64)
+        live = np.flatnonzero(w.slot >= 0)
+        c[w.slot[live]] = live
+        col_of.append(c)
+    # the search sees a uniform sample of rows (the objective is a sum over rows); float32 halves traffic
+    rows = [w.z if w.z.shape[0] <= sample_rows else w.z[np.sort(rng.choice(w.z.shape[0], sample_rows, False))]
+            for w in weights]
+    zt = [np.ascontiguousarray(np.abs(r).T, dtype=np.float32) for r in rows]  # [C, rows]
+    perm = np.arange(size)
+
+    def kept_all(p: np.ndarray) -> list[float]:
+        return [nm_kept(np.abs(w.z)[:, w.columns(p)], n, m) for w in weights]
+
+    base = kept_all(perm)
+    if not weights:
+        return SearchResult(perm, 0.0, 0.0, time.perf_counter() - t0, "identity"), base, base
+    eps = 1e-6 * max(sum(base), 1e-300) / max(size, 1)
+    while time.perf_counter() - t0 < time_budget:
+        swaps: list[tuple[float, int, int, int]] = []  # (gain, class, a, b)
+        for ci, cls in enumerate(classes):
+            k = len(cls)
+            if k < 2:
+                continue
+            gain = np.zeros((k, k))
+            for w, t, c in zip(weights, zt, col_of, strict=True):
+                cols = c[cls]
+                if np.all(cols < 0):
+                    continue
+                cur = t[w.columns(perm)]  # [C, rows] in the current order
+                if np.any(cols < 0):
+                    continue  # the weight reads the class whole or not at all (checked by the caller)
+                stripe, lane = cols // m, cols % m
+                lanes = cur[(stripe[:, None] * m + np.arange(m))]  # [k, m, rows]
+                value = _topn_lanes([lanes[:, j] for j in range(m)], n).sum(-1)  # [k]
+                # stripe of slot a with its lane replaced by the column of slot b: [k(a), k(b)], in chunks of a
+                v = np.empty((k, k))
+                step = max(1, 4_000_000 // (k * m * cur.shape[1] + 1))
+                for lo in range(0, k, step):
+                    hi = min(k, lo + step)
+                    trial = np.repeat(lanes[lo:hi, None], k, axis=1)  # [a, b, m, rows]
+                    trial[np.arange(hi - lo)[:, None], np.arange(k)[None, :], lane[lo:hi, None]] = cur[cols][None]
+                    v[lo:hi] = _topn_lanes([trial[:, :, j] for j in range(m)], n).sum(-1)
+                d = v + v.T - value[:, None] - value[None, :]
+                d[stripe[:, None] == stripe[None, :]] = 0.0  # a swap inside one stripe changes nothing
+                gain += d
+            a, b = np.triu_indices(k, 1)
+            g = gain[a, b]
+            good = np.flatnonzero(g > eps)
+            swaps += [(float(g[i]), ci, int(a[i]), int(b[i])) for i in good]
+        if not swaps:
+            break
+        touched: set[tuple[int, int]] = set()  # (weight, stripe)
+        applied = 0
+        for _, ci, a, b in sorted(swaps, reverse=True):
+            sa, sb = int(classes[ci][a]), int(classes[ci][b])
+            hit = {(wi, int(np.flatnonzero(w.slot == s)[0]) // m) for wi, w in enumerate(weights)
+                   for s in (sa, sb) if np.any(w.slot == s)}
+            if hit & touched:
+                continue
+            touched |= hit
+            perm[[sa, sb]] = perm[[sb, sa]]
+            applied += 1
+        if not applied:
+            break
+    kept = kept_all(perm)
+    if sum(kept) <= sum(base):
+        perm, kept = np.arange(size), base
+    how = "identity" if np.array_equal(perm, np.arange(size)) else "within-runs"
+    return SearchResult(perm, sum(kept), sum(base), time.perf_counter() - t0, how), base, kept

@@ -5,6 +5,12 @@ of the L1 magnitude kept (and, with a permutation, the share the same pattern ke
 relative L2 error of the weight, and the error of the layer's output in the sparse graph against the
 dense graph on sample inputs. Then the error of the model outputs against the budget, the layers
 skipped with the reason, and per coupling group what the permutation search kept and how long it took.
+
+Where an unconstrained prune's reorder made readers read slices, the channel order is wanted by both
+objectives: per group (or cluster of groups searched together) the report says who won (sparsity,
+both, reorder, neither; see transform/sparse_permute.py), the magnitude kept without a permutation,
+with the chosen one and with every reader free, and the bytes the readers copy per inference before
+and after.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ..transform.sparsify import LayerRow
 __all__ = ["SparsityReport"]
 
 _NAME_WIDTH = 40
+_WINNERS = ("sparsity", "both", "reorder", "neither")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class SparsityReport:
             "skipped": [{"layer": n, "reason": r} for n, r in self.skipped],
             "permutation": [g.to_json() for g in self.groups],
             "permutation_skipped": [{"group": i, "name": n, "reason": r} for i, n, r in self.groups_skipped],
+            "order_winners": {w: sum(g.winner == w for g in self.groups) for w in _WINNERS},
         }
 
     def table(self) -> str:
@@ -79,6 +87,15 @@ class SparsityReport:
             gain = (kept / base - 1) * 100 if base else 0.0
             lines.append(f"permutation ({self.search}): {len(self.groups)} group(s), kept magnitude over their readers "
                          f"{base:.6g} -> {kept:.6g} (+{gain:.2f}%), {secs:.2f} s")
+        shared = [g for g in self.groups if g.views_kept or g.views_broken or g.bytes_before or g.bytes_after]
+        if shared:
+            lines += ["", "channel order shared with the reorder (kept |w|: identity -> chosen [every reader in its "
+                          "own order]; bytes copied per inference: before -> after):"]
+            for g in shared:
+                free = f"{g.kept_free:.6g}" if g.kept_free is not None else "-"
+                lines.append(f"  group {g.group} {g.name!r} ({g.channels} ch): {g.winner:<8} kept {g.kept_identity:.6g}"
+                             f" -> {g.kept:.6g} [{free}], bytes {g.bytes_before} -> {g.bytes_after}, slices kept "
+                             f"{g.views_kept}, turned into gathers {g.views_broken}")
         if self.skipped:
             lines += ["", f"skipped layers ({len(self.skipped)}):", *(f"  {n}: {r}" for n, r in self.skipped)]
         if self.groups_skipped:
