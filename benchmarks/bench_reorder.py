@@ -230,14 +230,15 @@ def build(factory, seed: int = 0) -> nn.Module:
 # measurements
 # ------------------------------------------------------------------------------------------------
 
-VARIANTS = ("constrained", "union naive", "naive", "UPSCALE", "ours", "ours+snap")
+VARIANTS = ("constrained", "union naive", "union UPSCALE", "union ours", "naive", "UPSCALE", "ours", "ours+snap")
+UNION = {"union naive": "none", "union UPSCALE": "upscale", "union ours": "search"}  # reorder of the union masks
 
 
 def prune(graph: Graph, variant: str, macs: float, round_to: int) -> tuple[Graph, list]:
     """The pruned graph and its segments' (copy-free readers, gathers, bytes copied by reads)."""
     common = dict(target_macs=macs, scope="global", criterion="l2", round_to=round_to)
-    if variant == "union naive":
-        return prune_union(graph, macs, round_to)
+    if variant in UNION:
+        return prune_union(graph, macs, round_to, UNION[variant])
     if variant == "constrained":
         pruned, report = gp.prune_with_report(graph, **common)
     else:
@@ -248,9 +249,10 @@ def prune(graph: Graph, variant: str, macs: float, round_to: int) -> tuple[Graph
     return pruned, [(len(s.copy_free), len(s.gathers), s.bytes_copied) for s in report.segments]
 
 
-def prune_union(graph: Graph, macs: float, round_to: int) -> tuple[Graph, list]:
+def prune_union(graph: Graph, macs: float, round_to: int, method: str) -> tuple[Graph, list]:
     """Per-reader selection without the joint step: every reader ranked on its own in the global
-    ranking, each stream the union of what its readers read (`resolve_streams`), exported naively."""
+    ranking, each stream the union of what its readers read (`resolve_streams`), reordered by
+    `method` (none = the naive export). Readers keep different channels here, so the reorders differ."""
     g = graph.copy()
     insert_readers(g)
     cut = analyze(g, cuts=True)
@@ -260,7 +262,7 @@ def prune_union(graph: Graph, macs: float, round_to: int) -> tuple[Graph, list]:
                                                                                             round_to)))
     keep = resolve_streams(g, cut, selected, scores, round_to)
     apply_prune(g, cut, keep)
-    results, _ = reorder_graph(g, "none")
+    results, _ = reorder_graph(g, method)
     return g, [(r.views, r.gathers, r.bytes) for r in results]
 
 
