@@ -535,6 +535,77 @@ static void dw_block_channels_last(const ConvShape& s, const DwTile& t, const fl
         for (int64_t q = 0; q < P; q++) y[c * P + q] = out[q * VW + c];
 }
 
+// ---- a few input channels (the stem: RGB, 3x3, stride 2) ----
+// im2col would write KH*KW copies of the image and the GEMM would pack them again; instead every input
+// channel is padded (or split into even and odd columns) once, as for depthwise, and each output vector
+// accumulates C*KH*KW taps for OB output channels at once (one input load feeds OB FMAs).
+static bool conv_few_channels(const ConvShape& s) {
+    return s.G == 1 && s.C <= 4 && s.OC % 4 == 0 && s.KH == 3 && s.KW == 3 && s.DH == 1 && s.DW == 1 &&
+           s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
+}
+
+template <int S, int C>
+static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
+                          float* y, Act act, int64_t o0) {
+    constexpr int OB = 4, KK = 9;
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW;
+    const float* wo = w + o0 * C * KK;
+    auto one = [&](int64_t oh, int64_t ow, vf* acc) {
+        GPRT_UNROLL
+        for (int o = 0; o < OB; o++) acc[o] = vbcast(b ? b[o0 + o] : 0.f);
+        GPRT_UNROLL
+        for (int c = 0; c < C; c++) {
+            const float* even = planes + c * d.plane;
+            const float* odd = even + d.Hp * Wr;
+            GPRT_UNROLL
+            for (int kh = 0; kh < 3; kh++) {
+                int64_t row = (oh * S + kh) * Wr + ow;
+                GPRT_UNROLL
+                for (int kw = 0; kw < 3; kw++) {
+                    vf v = S == 1 ? vload(even + row + kw) : vload((kw % 2 ? odd : even) + row + kw / 2);
+                    GPRT_UNROLL
+                    for (int o = 0; o < OB; o++) acc[o] += vbcast(wo[(o * C + c) * KK + kh * 3 + kw]) * v;
+                }
+            }
+        }
+        GPRT_UNROLL
+        for (int o = 0; o < OB; o++) acc[o] = clamp ? vclamp(acc[o], act.lo, act.hi) : acc[o];
+    };
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        int64_t ow = 0;
+        vf acc[OB];
+        for (; ow + VW <= s.OW; ow += VW) {
+            one(oh, ow, acc);
+            GPRT_UNROLL
+            for (int o = 0; o < OB; o++) vstore(y + (o0 + o) * P + oh * s.OW + ow, acc[o]);
+        }
+        if (ow < s.OW) {
+            one(oh, ow, acc);
+            for (int o = 0; o < OB; o++) {
+                float tmp[VW];
+                vstore(tmp, acc[o]);
+                std::memcpy(y + (o0 + o) * P + oh * s.OW + ow, tmp, sizeof(float) * (s.OW - ow));
+            }
+        }
+    }
+}
+
+template <int S>
+static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
+                     const float* b, float* y, Act act) {
+    parallel_for(pool, s.OC / 4, [&](int64_t b0, int64_t e0, int) {
+        for (int64_t ob = b0; ob < e0; ob++) {
+            switch (s.C) {
+                case 1: conv_few_rows<S, 1>(s, d, planes, w, b, y, act, ob * 4); break;
+                case 2: conv_few_rows<S, 2>(s, d, planes, w, b, y, act, ob * 4); break;
+                case 3: conv_few_rows<S, 3>(s, d, planes, w, b, y, act, ob * 4); break;
+                default: conv_few_rows<S, 4>(s, d, planes, w, b, y, act, ob * 4); break;
+            }
+        }
+    });
+}
+
 size_t conv_workspace(const ConvShape& s, int threads) {
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G;
     if (is_depthwise(s)) {
@@ -543,6 +614,7 @@ size_t conv_workspace(const ConvShape& s, int threads) {
         if (dw_channels_last(s)) per = std::max(per, dw_tile_floats(s));
         return (size_t)threads * per * sizeof(float);
     }
+    if (conv_few_channels(s)) return (size_t)(s.C * dw_plan(s).plane + 16) * sizeof(float);
     size_t g = gemm_workspace(OCg, P, Cg * s.KH * s.KW, threads);
     if (is_pointwise(s)) return g;
     return g + (size_t)(Cg * s.KH * s.KW * P + 16) * sizeof(float);
@@ -607,6 +679,22 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
                                   plane, plane + d.plane + 16);
             }
         });
+        return;
+    }
+    if (conv_few_channels(s)) {
+        DwPlan d = dw_plan(s);
+        for (int64_t n = 0; n < s.N; n++) {
+            const float* xn = x + n * s.C * s.H * s.W;
+            for (int64_t c = 0; c < s.C; c++) {
+                float* plane = ws + c * d.plane;
+                if (s.SW == 2)
+                    fill_split(s, d, xn + c * s.H * s.W, plane, plane + d.Hp * (d.Wp / 2));
+                else
+                    fill_plane(s, d, xn + c * s.H * s.W, plane);
+            }
+            float* yn = y + n * s.OC * P;
+            s.SW == 2 ? conv_few<2>(pool, s, d, ws, w, b, yn, act) : conv_few<1>(pool, s, d, ws, w, b, yn, act);
+        }
         return;
     }
     bool pw = is_pointwise(s);
