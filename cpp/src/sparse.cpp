@@ -1,6 +1,7 @@
 // Sparse 1x1 convolution / linear as SpMM with pixels as the vector dimension (the XNNPACK design):
 // for every tile of pixels, walk the packed nonzeros once, advancing the input pointer by stored
-// increments (no index arithmetic), broadcast each weight and FMA it into vector accumulators.
+// input-channel increments times the row stride (a shift in the copied tile), broadcast each weight
+// and FMA it into vector accumulators.
 // NB output rows per block share one input load per nonzero block (4x1 / 8x1 block sparsity).
 #include <algorithm>
 #include <cstring>
@@ -27,16 +28,27 @@ struct Stream {
     const int32_t* inc;  // next increment
     const float* w;      // next NB weights
     const int32_t* cnt;  // next block row's count
+    // the next pixel tile's input rows, prefetched a few per block row while this tile is walked: the
+    // copy of a tile reads K rows P floats apart, which the hardware prefetchers do not follow
+    const float* pf;
+    int64_t pf_left, pf_per_row, pf_stride, pf_width;
 };
+
+static inline void prefetch_next(Stream& s) {
+    for (int64_t i = 0; i < s.pf_per_row && s.pf_left > 0; i++, s.pf_left--, s.pf += s.pf_stride)
+        for (int64_t l = 0; l < s.pf_width; l += 16) __builtin_prefetch(s.pf + l, 0, 2);
+}
 
 // U independent accumulator sets take alternate nonzero blocks: an FMA's latency (4 cycles, 2 per
 // cycle) needs 8 independent chains, and NB * TV alone gives fewer for plain CSR.
-template <int NB, int TV>
+template <int NB, int TV, int LDX>
 static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const float* bias, float* y, Act act,
                        bool clamp) {
+    const int64_t ldx = LDX ? LDX : s.ldx;  // compile-time in the copied tile: a shift, not a multiply
     constexpr int U = NB * TV >= 8 ? 1 : (NB * TV >= 4 ? 2 : 4);
     for (int64_t r = 0; r < nrows; r++) {
         int64_t row = row0 + r * NB;
+        prefetch_next(s);
         vf acc[U][NB][TV];
         GPRT_UNROLL
         for (int i = 0; i < NB; i++) {
@@ -59,7 +71,7 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
                 vf xv[TV];
                 GPRT_UNROLL
                 for (int t = 0; t < TV; t++) xv[t] = vload(xp + t * VW);
-                xp += inc[u] * s.ldx;
+                xp += inc[u] * ldx;
                 GPRT_UNROLL
                 for (int i = 0; i < NB; i++) {
                     vf wv = vbcast(w[u * NB + i]);
@@ -74,7 +86,7 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
             vf xv[TV];
             GPRT_UNROLL
             for (int t = 0; t < TV; t++) xv[t] = vload(xp + t * VW);
-            xp += *inc++ * s.ldx;
+            xp += *inc++ * ldx;
             GPRT_UNROLL
             for (int i = 0; i < NB; i++) {
                 vf wv = vbcast(w[i]);
@@ -119,18 +131,20 @@ static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t np
     }
 }
 
-template <int NB, int TV>
+template <int NB, int TV, int LDX>
 static void spmm_tile(int64_t M, int64_t P, int64_t npix, const int32_t* counts, const int32_t* incs,
-                      const float* values, const float* bias, const float* x, int64_t ldx, float* y, Act act) {
-    Stream s{ldx, x + incs[0] * ldx, incs + 1, values, counts};
+                      const float* values, const float* bias, const float* x, int64_t ldx, float* y, Act act,
+                      const float* pf, int64_t K) {
+    Stream s{ldx, x + incs[0] * ldx, incs + 1, values, counts, pf, pf ? K : 0, (K + M / NB) / (M / NB + 1),
+             P, TV * VW};
     bool clamp = act.lo != -kInf || act.hi != kInf;
     int64_t nbr = M / NB;
     if (npix == TV * VW) {
-        block_rows<NB, TV>(nbr, 0, P, s, bias, y, act, clamp);
-        block_rows<1, TV>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+        block_rows<NB, TV, LDX>(nbr, 0, P, s, bias, y, act, clamp);
+        block_rows<1, TV, LDX>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
     } else if (npix == VW) {
-        block_rows<NB, 1>(nbr, 0, P, s, bias, y, act, clamp);
-        block_rows<1, 1>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+        block_rows<NB, 1, LDX>(nbr, 0, P, s, bias, y, act, clamp);
+        block_rows<1, 1, LDX>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
     } else {
         tail_rows(NB, nbr, 0, P, npix, s, bias, y, act);
         tail_rows(1, M % NB, nbr * NB, P, npix, s, bias, y, act);
@@ -167,9 +181,10 @@ static void spmm_nb(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
             }
             if (npix == T && K <= SPMM_KMAX) {  // a full tile: read from a contiguous copy (see SPMM_KMAX)
                 for (int64_t k = 0; k < K; k++) std::memcpy(tile + k * T, x + k * P + off, sizeof(float) * T);
-                spmm_tile<NB, TV>(M, P, npix, counts, incs, values, bias, tile, T, y + off, act);
+                const float* next = u + 1 < full ? x + off + T : nullptr;
+                spmm_tile<NB, TV, T>(M, P, npix, counts, incs, values, bias, tile, T, y + off, act, next, K);
             } else {
-                spmm_tile<NB, TV>(M, P, npix, counts, incs, values, bias, x + off, P, y + off, act);
+                spmm_tile<NB, TV, 0>(M, P, npix, counts, incs, values, bias, x + off, P, y + off, act, nullptr, 0);
             }
         }
     });
