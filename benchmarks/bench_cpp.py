@@ -406,9 +406,11 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
 - 2:4: four output rows at a time over the 32-pixel tile (8 independent accumulators); each kept weight
   is one broadcast and two L1 loads for two FMAs, so it does half of dense's FMAs at about the same
   cost per FMA.
-- Whole model: per-layer profile (instrumented build) of the sparse artifact: the stem and the
-  depthwise convs took two thirds of the time before this round's changes to them (few-channel
-  direct stem, depthwise row kernels, channels-last depthwise on 7x7).
+- Whole model: per-layer profile (an instrumented build, per-layer minima): the stem and the depthwise
+  convs took two thirds of the sparse artifact's time before the few-channel direct stem, the depthwise
+  row kernels and the channels-last depthwise on 7x7; after them they still take about 60% (1.05 of
+  1.77 ms), the largest the stride-2 depthwise on 48 x 112 x 112, which reads its 2.4 MB input from L3,
+  and the sparse 1x1 layers about a third.
 - onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
   Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
   investigated.

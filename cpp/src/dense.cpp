@@ -384,8 +384,8 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
     std::fill(odd + d.Hp * Wr, even + d.plane, 0.f);  // the slack the last vectors of a row read past the end
 }
 
-// One (RO = 1) or two (RO = 2, stride 1 only) output rows from output row oh; `col(kh, kw)` is the input
-// row pointer of tap (kh, kw) for output row oh, already offset by the tap's column.
+// One (RO = 1) or two (RO = 2, stride 1 only) output rows from output row oh: tap (kh, kw) of output
+// column ow reads padded row oh*S + kh at column ow + kw (stride 2: ow + kw/2 of the even or odd half).
 template <int K, int S, int RO>
 static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int64_t oh, int64_t OW, const vf* wv,
                            float bias, float* y, Act act, bool clamp) {
