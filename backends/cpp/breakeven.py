@@ -5,7 +5,8 @@ Measured with `python benchmarks/bench_cpp.py` (its break-even section, see benc
 value of 1.0 would mean the format never beat dense there. 2:4 has one point (half the weights stored):
 it was faster than dense there, so its entry is that point, and the linear model of `packing.choose`
 then predicts it no faster than dense, so "auto" keeps such layers dense (a forced nm2:4 uses it).
-min_pixels: below this many pixels (tokens) a layer stays dense, since pixels are the vector dimension of the sparse kernels.
+min_pixels: below this many pixels (tokens) a layer stays dense, since pixels are the vector dimension
+of the sparse kernels.
 """
 
 from __future__ import annotations
