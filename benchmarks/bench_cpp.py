@@ -323,6 +323,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--skip-wasm", action="store_true")
     args = ap.parse_args()
+    load_before = f"{os.getloadavg()[0]:.1f}"
     reps = 3 if args.quick else 8
     WORK.mkdir(parents=True, exist_ok=True)
     k_table, k = kernels(reps)
@@ -354,6 +355,7 @@ def main() -> None:
     size_kb = float(sz.split(" KB stripped")[0].rsplit(" ", 1)[1])
     rows.append(f"| host build without weights < 300 KB | {size_kb:.0f} KB | {'met' if size_kb < 300 else 'NOT met'} |")
     goal_rows = "\n".join(rows)
+    load_after = f"{os.getloadavg()[0]:.1f}"
     lock = NODE_BENCH / "node_modules" / "onnxruntime-web" / "package.json"
     ort_web_version = json.loads(lock.read_text())["version"] if lock.exists() else "(not installed)"
     node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
@@ -390,15 +392,25 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
 
 ### Notes
 
-- The machine is shared (load 3 to 5 on its 2 cores during these runs): one kernel measured minutes apart
-  varies up to 2x (CSR at 90% zeros took 1.14 ms in the kernel table and 0.62 ms in the break-even sweep
-  that followed, the latter in line with the research baseline's 0.665 ms). The candidates of one table
-  are measured in interleaved rounds, so compare within a table.
+- The machine is shared (load average {load_before} before and {load_after} after this run, on its 2
+  cores): one kernel measured minutes apart varies by up to 2x, so the candidates of one table are
+  measured in interleaved rounds; compare within a table.
+- Sparse kernels read each full pixel tile (64 pixels for CSR and 4x1 blocks, 32 for 8x1 blocks and 2:4
+  on AVX-512) from a contiguous copy: in place, input rows P = 3136 floats apart fall into a few L1 sets
+  and evict each other (every 16th row shares a 4 KB offset), which halved the kernels' speed and made
+  them swing with the load of the machine's other jobs.
 - Two threads: the second core was mostly busy with other jobs (two plain std::threads ran one after the
   other at those moments), so the 2-thread figures understate the scaling of the pool.
 - Dense: the gprt GEMM (8x3 AVX-512 register tile, packed panels) runs at OpenBLAS and onnxruntime speed
   here, so no library stands behind the kernel interface.
-- 2:4 is slower than dense on this CPU, as the research predicted; the break-even table never picks it.
+- 2:4: four output rows at a time over the 32-pixel tile (8 independent accumulators); each kept weight
+  is one broadcast and two L1 loads for two FMAs, so it does half of dense's FMAs at about the same
+  cost per FMA.
+- Whole model: per-layer profile (an instrumented build, per-layer minima): the stem and the depthwise
+  convs took two thirds of the sparse artifact's time before the few-channel direct stem, the depthwise
+  row kernels and the channels-last depthwise on 7x7; after them they still take about 60% (1.05 of
+  1.77 ms), the largest the stride-2 depthwise on 48 x 112 x 112, which reads its 2.4 MB input from L3,
+  and the sparse 1x1 layers about a third.
 - onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
   Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
   investigated.

@@ -134,8 +134,49 @@ def sparse_model(kind: str, cout: int = 36) -> tuple[gp.Graph, list[np.ndarray]]
     with torch.no_grad():
         for layer in (m.a, m.b, m.fc):
             layer.weight.copy_(torch.from_numpy(sparsify(layer.weight.numpy(), kind, rng)))
-    x = torch.randn(1, 32, 4, 6)
+    x = torch.randn(1, 32, 9, 9)  # 81 pixels: a full pixel tile of every kernel, one vector, a scalar tail
     return gp.trace(m, (x,)), [x.numpy()]
+
+
+def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
+    """The dense conv kernels' special paths on shapes that reach them with AVX-512 vectors (and with
+    4-wide ones): the few-channel stem (3x3, stride 2), depthwise row kernels (3x3 and 5x5, stride 1
+    and 2, odd widths: partial last vectors) and the channels-last depthwise of small images (24
+    channels: a block of 16 and 8 left over)."""
+    import torch
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.dw1 = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.dw5 = torch.nn.Conv2d(8, 8, 5, padding=2, groups=8)
+            self.dw2 = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)
+            self.pw = torch.nn.Conv2d(8, 24, 1)
+            self.dw_small = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
+            self.dw_small2 = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
+
+        def forward(self, x):
+            x = torch.nn.functional.relu6(self.stem(x))  # 8 x 20 x 65
+            x = self.dw5(torch.relu(self.dw1(x)))
+            x = self.pw(torch.nn.functional.relu6(self.dw2(x)))  # 24 x 10 x 33
+            return self.dw_small2(torch.relu(self.dw_small(x)))  # 24 x 3 x 9
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 40, 130)
+    return gp.trace(M().eval(), (x,)), [x.numpy()]
+
+
+def test_conv_paths_host(tmp_path):
+    g, ins = conv_paths_model()
+    check(g, ins, "host", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["aarch64", "wasm32"])
+def test_conv_paths_cross(target, tmp_path):
+    g, ins = conv_paths_model()
+    check(g, ins, target, tmp_path)
 
 
 @pytest.mark.parametrize("fmt", ["csr", "block4", "block8", "nm2:4"])
@@ -172,19 +213,19 @@ def test_packing_round_trips():
     rng = np.random.default_rng(1)
     w = sparsify(rng.standard_normal((13, 24)).astype(np.float32), "csr", rng)
     for nb in (1, 4, 8):
-        p = packing.pack_block(w, nb, pixels=5)
+        p = packing.pack_block(w, nb)
         # walk the stream like the kernel does and rebuild W
         back = np.zeros_like(w)
-        pos, k, v = p.incs[0] // 5, 1, 0
+        pos, k, v = p.incs[0], 1, 0
         rows = [list(range(r, r + nb)) for r in range(0, 13 // nb * nb, nb)] + [[r] for r in range(13 // nb * nb, 13)]
         for rs, cnt in zip(rows, p.counts, strict=True):
             for _ in range(cnt):
                 back[rs, pos] = p.values[v : v + len(rs)]
                 v += len(rs)
-                pos += p.incs[k] // 5
+                pos += p.incs[k]
                 k += 1
         np.testing.assert_array_equal(back, w)
-        assert pos == p.incs[0] // 5  # the last increment wraps back
+        assert pos == p.incs[0]  # the last increment wraps back
     w24 = sparsify(rng.standard_normal((6, 16)).astype(np.float32), "nm2:4", rng)
     q = packing.pack_nm(w24, 2, 4)
     back = np.zeros_like(w24)

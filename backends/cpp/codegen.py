@@ -361,9 +361,9 @@ class Lowering:
             )
         else:
             nb = 1 if choice.fmt == "csr" else int(choice.fmt[5:])
-            q = packing.pack_block(w2, nb, pixels)
+            q = packing.pack_block(w2, nb)
             call = (
-                f"gprt::spmm_block(m->pool, {nb}, {m_rows}, {pixels}, {self.const(q.counts, 'int32_t')}, "
+                f"gprt::spmm_block(m->pool, {nb}, {m_rows}, {k}, {pixels}, {self.const(q.counts, 'int32_t')}, "
                 f"{self.const(q.incs, 'int32_t')}, {self.const(q.values)}, {bias}"
             )
         for i in range(batch):

@@ -4,8 +4,9 @@ All formats describe W[M, K] (a 1x1 convolution's [OUT, IN] or a linear's weight
 X[K, P] with P pixels (or tokens) as the vector dimension:
 
 - block CSR in the XNNPACK layout (`pack_block`, NB = 1 is plain CSR): per block row a count of
-  nonzero blocks, per nonzero block NB weights, and input-row increments (pre-multiplied by P) so the
-  kernel advances its input pointer without index arithmetic; the last increment wraps back.
+  nonzero blocks, per nonzero block NB weights, and input-channel increments that the kernel scales by
+  its input row stride (P in place, the tile width in its contiguous copy of a pixel tile); the last
+  increment wraps back.
 - N:M (`pack_nm`): every group of M input channels keeps N values, with their positions.
 
 `choose` picks dense or one of these per layer from the measured break-even table (breakeven.py).
@@ -37,10 +38,10 @@ class NM:
     idx: np.ndarray  # uint8 [M, K // m * n]
 
 
-def pack_block(w: np.ndarray, nb: int, pixels: int) -> BlockCSR:
+def pack_block(w: np.ndarray, nb: int) -> BlockCSR:
     """Block CSR of w[M, K] with NB output rows per block; the M % NB leftover rows go one at a time."""
     w = np.asarray(w, dtype=np.float32)
-    m_rows, k = w.shape
+    m_rows = w.shape[0]
     full = m_rows // nb * nb
     cols: list[np.ndarray] = []
     values: list[np.ndarray] = []
@@ -54,13 +55,11 @@ def pack_block(w: np.ndarray, nb: int, pixels: int) -> BlockCSR:
     col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
     if len(col):
         incs = np.empty(len(col) + 1, dtype=np.int64)
-        incs[0] = col[0] * pixels
-        incs[1:-1] = np.diff(col) * pixels
-        incs[-1] = (col[0] - col[-1]) * pixels  # wrap: the pointer returns to the first block's row
+        incs[0] = col[0]
+        incs[1:-1] = np.diff(col)
+        incs[-1] = col[0] - col[-1]  # wrap: the pointer returns to the first block's row
     else:
         incs = np.zeros(1, np.int64)
-    if np.abs(incs).max(initial=0) >= 2**31:
-        raise ValueError(f"a {m_rows}x{k} weight on {pixels} pixels overflows 32-bit increments")
     vals = np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32)
     return BlockCSR(nb, np.asarray(counts, np.int32), incs.astype(np.int32), vals, int(vals.size))
 

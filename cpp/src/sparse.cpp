@@ -1,8 +1,10 @@
 // Sparse 1x1 convolution / linear as SpMM with pixels as the vector dimension (the XNNPACK design):
 // for every tile of pixels, walk the packed nonzeros once, advancing the input pointer by stored
-// increments (no index arithmetic), broadcast each weight and FMA it into vector accumulators.
+// input-channel increments times the row stride (a shift in the copied tile), broadcast each weight
+// and FMA it into vector accumulators.
 // NB output rows per block share one input load per nonzero block (4x1 / 8x1 block sparsity).
 #include <algorithm>
+#include <cstring>
 
 #include "gprt/gprt.h"
 #include "gprt/vec.h"
@@ -21,38 +23,75 @@ constexpr int csr_tv() { return VW == 16 ? 4 : (VW == 8 ? 4 : 8); }
 constexpr int block_tv(int nb) { return nb == 1 ? csr_tv() : (ACC / nb > 0 ? ACC / nb : 1); }
 
 struct Stream {
+    int64_t ldx;        // input row stride: P in place, the tile width in the copied tile
     const float* x;     // input pointer (already advanced by the stream)
     const int32_t* inc;  // next increment
     const float* w;      // next NB weights
     const int32_t* cnt;  // next block row's count
+    // the next pixel tile's input rows, prefetched a few per block row while this tile is walked: the
+    // copy of a tile reads K rows P floats apart, which the hardware prefetchers do not follow
+    const float* pf;
+    int64_t pf_left, pf_per_row, pf_stride, pf_width;
 };
 
-template <int NB, int TV>
+static inline void prefetch_next(Stream& s) {
+    for (int64_t i = 0; i < s.pf_per_row && s.pf_left > 0; i++, s.pf_left--, s.pf += s.pf_stride)
+        for (int64_t l = 0; l < s.pf_width; l += 16) __builtin_prefetch(s.pf + l, 0, 2);
+}
+
+// U independent accumulator sets take alternate nonzero blocks: an FMA's latency (4 cycles, 2 per
+// cycle) needs 8 independent chains, and NB * TV alone gives fewer for plain CSR.
+template <int NB, int TV, int LDX>
 static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const float* bias, float* y, Act act,
                        bool clamp) {
+    const int64_t ldx = LDX ? LDX : s.ldx;  // compile-time in the copied tile: a shift, not a multiply
+    constexpr int U = NB * TV >= 8 ? 1 : (NB * TV >= 4 ? 2 : 4);
     for (int64_t r = 0; r < nrows; r++) {
         int64_t row = row0 + r * NB;
-        vf acc[NB][TV];
+        prefetch_next(s);
+        vf acc[U][NB][TV];
         GPRT_UNROLL
         for (int i = 0; i < NB; i++) {
             vf b = vbcast(bias ? bias[row + i] : 0.f);
             GPRT_UNROLL
-            for (int t = 0; t < TV; t++) acc[i][t] = b;
+            for (int t = 0; t < TV; t++) {
+                acc[0][i][t] = b;
+                GPRT_UNROLL
+                for (int u = 1; u < U; u++) acc[u][i][t] = vf{};
+            }
         }
         int32_t n = *s.cnt++;
         const float* xp = s.x;
         const int32_t* inc = s.inc;
         const float* w = s.w;
-        for (int32_t j = 0; j < n; j++) {
+        int32_t j = 0;
+        for (; j + U <= n; j += U) {
+            GPRT_UNROLL
+            for (int u = 0; u < U; u++) {
+                vf xv[TV];
+                GPRT_UNROLL
+                for (int t = 0; t < TV; t++) xv[t] = vload(xp + t * VW);
+                xp += inc[u] * ldx;
+                GPRT_UNROLL
+                for (int i = 0; i < NB; i++) {
+                    vf wv = vbcast(w[u * NB + i]);
+                    GPRT_UNROLL
+                    for (int t = 0; t < TV; t++) acc[u][i][t] += wv * xv[t];
+                }
+            }
+            inc += U;
+            w += U * NB;
+        }
+        for (; j < n; j++) {
             vf xv[TV];
             GPRT_UNROLL
             for (int t = 0; t < TV; t++) xv[t] = vload(xp + t * VW);
-            xp += *inc++;
+            xp += *inc++ * ldx;
             GPRT_UNROLL
             for (int i = 0; i < NB; i++) {
                 vf wv = vbcast(w[i]);
                 GPRT_UNROLL
-                for (int t = 0; t < TV; t++) acc[i][t] += wv * xv[t];
+                for (int t = 0; t < TV; t++) acc[0][i][t] += wv * xv[t];
             }
             w += NB;
         }
@@ -62,8 +101,12 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
         GPRT_UNROLL
         for (int i = 0; i < NB; i++) {
             GPRT_UNROLL
-            for (int t = 0; t < TV; t++)
-                vstore(y + (row + i) * P + t * VW, clamp ? vclamp(acc[i][t], act.lo, act.hi) : acc[i][t]);
+            for (int t = 0; t < TV; t++) {
+                vf a = acc[0][i][t];
+                GPRT_UNROLL
+                for (int u = 1; u < U; u++) a += acc[u][i][t];
+                vstore(y + (row + i) * P + t * VW, clamp ? vclamp(a, act.lo, act.hi) : a);
+            }
         }
     }
 }
@@ -80,7 +123,7 @@ static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t np
         for (int32_t j = 0; j < n; j++) {
             for (int i = 0; i < nb; i++)
                 for (int64_t t = 0; t < npix; t++) acc[i][t] += s.w[i] * s.x[t];
-            s.x += *s.inc++;
+            s.x += *s.inc++ * s.ldx;
             s.w += nb;
         }
         for (int i = 0; i < nb; i++)
@@ -88,26 +131,33 @@ static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t np
     }
 }
 
-template <int NB, int TV>
+template <int NB, int TV, int LDX>
 static void spmm_tile(int64_t M, int64_t P, int64_t npix, const int32_t* counts, const int32_t* incs,
-                      const float* values, const float* bias, const float* x, float* y, Act act) {
-    Stream s{x + incs[0], incs + 1, values, counts};
+                      const float* values, const float* bias, const float* x, int64_t ldx, float* y, Act act,
+                      const float* pf, int64_t K) {
+    Stream s{ldx, x + incs[0] * ldx, incs + 1, values, counts, pf, pf ? K : 0, (K + M / NB) / (M / NB + 1),
+             P, TV * VW};
     bool clamp = act.lo != -kInf || act.hi != kInf;
     int64_t nbr = M / NB;
     if (npix == TV * VW) {
-        block_rows<NB, TV>(nbr, 0, P, s, bias, y, act, clamp);
-        block_rows<1, TV>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+        block_rows<NB, TV, LDX>(nbr, 0, P, s, bias, y, act, clamp);
+        block_rows<1, TV, LDX>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
     } else if (npix == VW) {
-        block_rows<NB, 1>(nbr, 0, P, s, bias, y, act, clamp);
-        block_rows<1, 1>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+        block_rows<NB, 1, LDX>(nbr, 0, P, s, bias, y, act, clamp);
+        block_rows<1, 1, LDX>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
     } else {
         tail_rows(NB, nbr, 0, P, npix, s, bias, y, act);
         tail_rows(1, M % NB, nbr * NB, P, npix, s, bias, y, act);
     }
 }
 
+// Every full pixel tile is first copied into a contiguous stack buffer of K x T floats when K is at most
+// SPMM_KMAX: read in place, input rows P floats apart fall into a few L1 sets (P = 3136 puts every 16th
+// row on the same 4 KB offset) and evict each other while the nonzeros of every output row walk them.
+constexpr int64_t SPMM_KMAX = 512;
+
 template <int NB>
-static void spmm_nb(Pool* pool, int64_t M, int64_t P, const int32_t* counts, const int32_t* incs,
+static void spmm_nb(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                     const float* values, const float* bias, const float* x, float* y, Act act) {
     constexpr int TV = block_tv(NB);
     constexpr int64_t T = TV * VW;
@@ -116,6 +166,7 @@ static void spmm_nb(Pool* pool, int64_t M, int64_t P, const int32_t* counts, con
     int64_t rest = P - full * T, vecs = rest / VW, tail = rest % VW;
     int64_t units = full + vecs + (tail ? 1 : 0);
     parallel_for(pool, units, [&](int64_t b, int64_t e, int) {
+        alignas(64) float tile[SPMM_KMAX * T];
         for (int64_t u = b; u < e; u++) {
             int64_t off, npix;
             if (u < full) {
@@ -128,18 +179,24 @@ static void spmm_nb(Pool* pool, int64_t M, int64_t P, const int32_t* counts, con
                 off = full * T + vecs * VW;
                 npix = tail;
             }
-            spmm_tile<NB, TV>(M, P, npix, counts, incs, values, bias, x + off, y + off, act);
+            if (npix == T && K <= SPMM_KMAX) {  // a full tile: read from a contiguous copy (see SPMM_KMAX)
+                for (int64_t k = 0; k < K; k++) std::memcpy(tile + k * T, x + k * P + off, sizeof(float) * T);
+                const float* next = u + 1 < full ? x + off + T : nullptr;
+                spmm_tile<NB, TV, T>(M, P, npix, counts, incs, values, bias, tile, T, y + off, act, next, K);
+            } else {
+                spmm_tile<NB, TV, 0>(M, P, npix, counts, incs, values, bias, x + off, P, y + off, act, nullptr, 0);
+            }
         }
     });
 }
 
-void spmm_block(Pool* pool, int nb, int64_t M, int64_t P, const int32_t* counts, const int32_t* incs,
+void spmm_block(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                 const float* values, const float* bias, const float* x, float* y, Act act) {
     switch (nb) {
-        case 1: spmm_nb<1>(pool, M, P, counts, incs, values, bias, x, y, act); break;
-        case 2: spmm_nb<2>(pool, M, P, counts, incs, values, bias, x, y, act); break;
-        case 4: spmm_nb<4>(pool, M, P, counts, incs, values, bias, x, y, act); break;
-        case 8: spmm_nb<8>(pool, M, P, counts, incs, values, bias, x, y, act); break;
+        case 1: spmm_nb<1>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
+        case 2: spmm_nb<2>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
+        case 4: spmm_nb<4>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
+        case 8: spmm_nb<8>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
         default: __builtin_trap();  // the code generator only emits 1, 2, 4 and 8
     }
 }
@@ -147,38 +204,80 @@ void spmm_block(Pool* pool, int nb, int64_t M, int64_t P, const int32_t* counts,
 // ---- N:M ----
 
 // N and M are compile-time so the group loop unrolls and the positions index the group's rows directly.
+// R output rows at a time over a tile of TV vectors: R * TV independent accumulators keep both FMA
+// pipes busy. The tile's input rows are first copied into a contiguous stack buffer (at most KC rows
+// at a time, 32 KB): read in place, rows P floats apart fall into a few L1 sets (P = 3136 puts every
+// 16th row on the same 4 KB offset) and evict each other while every row block of the layer walks
+// them. Each kept weight then costs one broadcast and TV loads from L1 for TV FMAs.
+constexpr int64_t NM_KC = 256;
+
+template <int TV, int N, int M, int R>
+static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* values, const uint8_t* idx,
+                     int64_t per_row, const float* bias, const float* x, float* y, Act act, bool first, bool last,
+                     bool clamp) {
+    vf acc[R][TV];
+    const float* w[R];
+    const uint8_t* ix[R];
+    GPRT_UNROLL
+    for (int r = 0; r < R; r++) {
+        vf b = vbcast(bias ? bias[o + r] : 0.f);
+        GPRT_UNROLL
+        for (int t = 0; t < TV; t++) acc[r][t] = first ? b : vload(y + (o + r) * P + t * VW);
+        w[r] = values + (o + r) * per_row;
+        ix[r] = idx + (o + r) * per_row;
+    }
+    const float* xg = x;
+    for (int64_t q = 0; q < K / M * N; q += N, xg += M * ldx) {
+        GPRT_UNROLL
+        for (int r = 0; r < R; r++) {
+            GPRT_UNROLL
+            for (int j = 0; j < N; j++) {
+                vf wv = vbcast(w[r][q + j]);
+                const float* xp = xg + (int64_t)ix[r][q + j] * ldx;
+                GPRT_UNROLL
+                for (int t = 0; t < TV; t++) acc[r][t] += wv * vload(xp + t * VW);
+            }
+        }
+    }
+    GPRT_UNROLL
+    for (int r = 0; r < R; r++) {
+        GPRT_UNROLL
+        for (int t = 0; t < TV; t++)
+            vstore(y + (o + r) * P + t * VW, last && clamp ? vclamp(acc[r][t], act.lo, act.hi) : acc[r][t]);
+    }
+}
+
 template <int TV, int N, int M>
 static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const float* values, const uint8_t* idx,
                     const float* bias, const float* x, float* y, Act act) {
-    int64_t per_row = K / M * N;
-    bool clamp = act.lo != -kInf || act.hi != kInf;
-    for (int64_t o = 0; o < rows; o++) {
+    constexpr int R = TV >= 8 ? 1 : 8 / TV;  // R * TV = 8 accumulators at least
+    constexpr int64_t T = TV * VW;
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    const int64_t per_row = K / M * N;
+    if (npix == T) {
+        alignas(64) float tile[NM_KC * T];
+        for (int64_t k0 = 0; k0 < K; k0 += NM_KC) {  // NM_KC is a multiple of every M
+            int64_t kc = std::min(NM_KC, K - k0);
+            for (int64_t k = 0; k < kc; k++) std::memcpy(tile + k * T, x + (k0 + k) * P, sizeof(float) * T);
+            const float* v = values + k0 / M * N;
+            const uint8_t* ix = idx + k0 / M * N;
+            bool first = k0 == 0, last = k0 + kc == K;
+            int64_t o = 0;
+            for (; o + R <= rows; o += R)
+                nm_block<TV, N, M, R>(o, kc, T, P, v, ix, per_row, bias, tile, y, act, first, last, clamp);
+            for (; o < rows; o++)
+                nm_block<TV, N, M, 1>(o, kc, T, P, v, ix, per_row, bias, tile, y, act, first, last, clamp);
+        }
+        return;
+    }
+    for (int64_t o = 0; o < rows; o++) {  // fewer than a tile of pixels: one at a time
         const float* w = values + o * per_row;
         const uint8_t* ix = idx + o * per_row;
-        if (npix == TV * VW) {
-            vf acc[TV];
-            vf b = vbcast(bias ? bias[o] : 0.f);
-            GPRT_UNROLL
-            for (int t = 0; t < TV; t++) acc[t] = b;
-            const float* xg = x;
-            for (int64_t g = 0; g < K; g += M, xg += M * P, w += N, ix += N) {
-                GPRT_UNROLL
-                for (int j = 0; j < N; j++) {
-                    vf wv = vbcast(w[j]);
-                    const float* xp = xg + (int64_t)ix[j] * P;
-                    GPRT_UNROLL
-                    for (int t = 0; t < TV; t++) acc[t] += wv * vload(xp + t * VW);
-                }
-            }
-            GPRT_UNROLL
-            for (int t = 0; t < TV; t++) vstore(y + o * P + t * VW, clamp ? vclamp(acc[t], act.lo, act.hi) : acc[t]);
-        } else {
-            for (int64_t t = 0; t < npix; t++) {
-                float acc = bias ? bias[o] : 0.f;
-                for (int64_t g = 0, q = 0; g < K; g += M)
-                    for (int j = 0; j < N; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
-                y[o * P + t] = std::min(std::max(acc, act.lo), act.hi);
-            }
+        for (int64_t t = 0; t < npix; t++) {
+            float acc = bias ? bias[o] : 0.f;
+            for (int64_t g = 0, q = 0; g < K; g += M)
+                for (int j = 0; j < N; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
+            y[o * P + t] = std::min(std::max(acc, act.lo), act.hi);
         }
     }
 }
@@ -186,7 +285,7 @@ static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const floa
 template <int N, int M>
 static void spmm_nm_t(Pool* pool, int64_t rows, int64_t K, int64_t P, const float* values, const uint8_t* idx,
                       const float* bias, const float* x, float* y, Act act) {
-    constexpr int TV = csr_tv();
+    constexpr int TV = VW == 16 ? 2 : csr_tv();
     constexpr int64_t T = TV * VW;
     int64_t full = P / T, rest = P - full * T;
     parallel_for(pool, full + (rest ? 1 : 0), [&](int64_t b, int64_t e, int) {

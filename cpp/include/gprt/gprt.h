@@ -63,11 +63,12 @@ size_t matmul_workspace(int64_t M, int64_t N, int64_t K, int threads);
 // ---- sparse: Y[M,P] = W[M,K] X[K,P] + bias, act; pixels P are the vector dimension ----
 // Block-CSR in the XNNPACK layout with NB output rows per block (NB = 1 is plain CSR):
 //   counts[M/NB + M%NB]: nonzero blocks per block row (the M%NB leftover rows come as NB=1 rows)
-//   incs[nnzb + 1]: input-row increments in elements (delta of input channel times P); the first
-//                   entry is the first block's row offset, the rest run across block rows and the
+//   incs[nnzb + 1]: input-channel increments (the kernel scales them by its input row stride); the
+//                   first entry is the first block's channel, the rest run across block rows and the
 //                   last one wraps back, so the input pointer ends where it started
 //   values[nnzb * NB]: NB weights per nonzero block
-void spmm_block(Pool* pool, int nb, int64_t M, int64_t P, const int32_t* counts, const int32_t* incs,
+// K: input channels (rows of X).
+void spmm_block(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                 const float* values, const float* bias, const float* x, float* y, Act act);
 // N:M: every group of m consecutive input channels keeps n values; values[M, K/m*n], idx[M, K/m*n]
 // gives each value's position inside its group. (n, m) is one of (2, 4), (1, 4), (4, 8).
