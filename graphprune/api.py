@@ -268,12 +268,8 @@ def sparsify(
     own only when that keeps more than `min_gain` of its magnitude), reorder (every slice stays) or
     sparsity (a reader takes its own order whenever it keeps more). `budget`: the largest relative L2
     error of the outputs the numerical verifier accepts (checked when `verify`)."""
-    out, _ = sparsify_with_report(
-        graph, pattern, permute=permute, sparsity=sparsity, scope=scope, layers=layers, first=first, last=last,
-        search=search, time_budget=time_budget, budget=budget, seed=seed, verify=verify, prefer=prefer,
-        min_gain=min_gain,
-    )
-    return out
+    options = {k: v for k, v in locals().items() if k != "graph"}  # every keyword above, as given
+    return sparsify_with_report(graph, **options)[0]
 
 
 def sparsify_with_report(
