@@ -182,47 +182,25 @@ def prune_with_report(
     return pruned, report
 
 
-def _prune(
-    graph: Graph,
-    channels: float,
-    *,
-    criterion: str,
-    scope: str,
-    round_to: int,
-    min_keep: float,
-    target_macs: float | None,
-    target_params: float | None,
-    keep: Sequence[str],
-    calib: Sequence[np.ndarray] | None,
-    seed: int,
-    verify: bool | None,
-    constrained: bool,
-    reorder: str,
-    contiguity: float,
-    report: bool,
-) -> tuple[Graph, PruneReport | None]:
+def _prune(graph: Graph, *, report: bool, **options: Any) -> tuple[Graph, PruneReport | None]:
+    """prune / prune_with_report: `options` are their keywords."""
     from graphprune.passes.analysis.report import build_report, segment_rows
     from graphprune.passes.transform.prune_channels import PruneChannels
     from graphprune.passes.transform.reorder import METHODS, Reorder
 
+    reorder, calib, keep = options.pop("reorder"), options.pop("calib"), options.pop("keep")
     if reorder not in METHODS:
         raise ValueError(f"reorder={reorder!r}: expected one of {', '.join(METHODS)}")
-
+    verify = options.pop("verify")
+    # the pass takes 0 for "no budget", one regex for all `keep` patterns and the calibration arrays
+    options["target_macs"] = options["target_macs"] or 0.0
+    options["target_params"] = options["target_params"] or 0.0
     p = PruneChannels(
-        channels=channels,
-        criterion=criterion,
-        scope=scope,
-        round_to=round_to,
-        min_keep=min_keep,
-        target_macs=target_macs or 0.0,
-        target_params=target_params or 0.0,
         keep="|".join(f"(?:{k})" for k in keep),
-        seed=seed,
         calib=tuple(np.asarray(a) for a in calib) if calib is not None else None,
-        constrained=constrained,
-        contiguity=contiguity,
+        **options,
     )
-    passes: list[Any] = [p] if constrained else [p, Reorder(method=reorder)]
+    passes: list[Any] = [p] if p.constrained else [p, Reorder(method=reorder)]
     # through optimize, so the structural verifier (and, asked for, the contract check) still runs
     result = _LastResult()
     pruned = optimize(graph, Pipeline(passes), verify=verify, instruments=[result])

@@ -123,35 +123,36 @@ def _weight_members(group: CouplingGroup) -> list[Member]:
 
 class _Pool:
     """Sums a per-element statistic of the weights onto units. Each weight's statistic is computed
-    once and reduced at once over the axes no group prunes (a conv's kernel), with a matrix-vector
-    product; the groups then reduce that small array (a weight is a member of two groups, its outputs
-    and its inputs). Sums stay in the weight's dtype (numpy sums pairwise) until the per-unit scores."""
+    once, reduced over the axes no group prunes (a conv's kernel) with a matrix-vector product, and
+    then over the other axes of each of its memberships (a weight is a member of two groups, its
+    outputs and its inputs); only those small sums are kept, so at most one weight-sized temporary
+    lives at a time. Sums stay in the weight's dtype (numpy sums pairwise) until the per-unit scores."""
 
     def __init__(self, coupling: Coupling, stat: Callable[[Value], np.ndarray]) -> None:
         self.stat = stat
-        self.axes: dict[int, set[int]] = {}  # value -> the axes of all its memberships
+        self.memberships: dict[int, set[tuple[int, ...]]] = {}  # value -> the axes of each membership
         for g in coupling.groups:
             for m in _weight_members(g):
-                self.axes.setdefault(id(m.value), set()).update(m.axes)
-        self.reduced: dict[int, tuple[tuple[int, ...], np.ndarray]] = {}
+                self.memberships.setdefault(id(m.value), set()).add(m.axes)
+        self.sums: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}  # (value, membership axes) -> sums
 
-    def _reduced(self, v: Value) -> tuple[tuple[int, ...], np.ndarray]:
-        if id(v) not in self.reduced:
-            kept = tuple(sorted(self.axes[id(v)]))
-            per_element = self.stat(v)
-            moved = np.moveaxis(per_element, kept, range(len(kept)))
+    def _sums(self, member: Member) -> np.ndarray:
+        key = (id(member.value), member.axes)
+        if key not in self.sums:
+            v = member.value
+            kept = tuple(sorted({a for axes in self.memberships[id(v)] for a in axes}))
+            moved = np.moveaxis(self.stat(v), kept, range(len(kept)))
             lead = moved.shape[: len(kept)]
             rows = moved.reshape(math.prod(lead), -1)
-            summed = rows @ np.ones(rows.shape[1], rows.dtype) if rows.shape[1] > 1 else rows[:, 0]
-            self.reduced[id(v)] = (kept, summed.reshape(lead))
-        return self.reduced[id(v)]
+            summed = (rows @ np.ones(rows.shape[1], rows.dtype) if rows.shape[1] > 1 else rows[:, 0]).reshape(lead)
+            for axes in self.memberships[id(v)]:
+                other = tuple(i for i, a in enumerate(kept) if a not in axes)
+                self.sums[(id(v), axes)] = summed.sum(axis=other) if other else summed.copy()
+        return self.sums[key]
 
     def add(self, scores: np.ndarray, member: Member) -> None:
-        kept, reduced = self._reduced(member.value)
-        other = tuple(i for i, a in enumerate(kept) if a not in member.axes)
-        reduced = reduced.sum(axis=other) if other else reduced
-        # axes are ascending, so the reduced array lines up with member.units element for element
-        reduced = np.broadcast_to(reduced, member.units.shape)
+        # axes are ascending, so the sums line up with member.units element for element
+        reduced = np.broadcast_to(self._sums(member), member.units.shape)
         valid = member.units >= 0
         scores += np.bincount(member.units[valid], weights=reduced[valid], minlength=len(scores))
 
