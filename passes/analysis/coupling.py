@@ -894,34 +894,35 @@ def analyze(graph: Graph, cuts: bool = False) -> Coupling:
     n = w.next
     comp = _components(n, w.unions)
 
-    # a unit's signature: the members it appears in and how many elements it has in each. Units
-    # with one signature are one coupling group (hashed with random weights: collisions are 2^-64)
-    rng = np.random.default_rng(0)
-    weights = rng.integers(1, 2**62, size=(len(members), 2), dtype=np.int64)
+    # a unit's signature: the members it appears in and how many elements it has in each, hashed
+    # as sum over members of count * a random 62-bit weight (wrapping; distinct count vectors collide
+    # with probability ~2^-62). Units with one signature are one coupling group.
+    weights = np.random.default_rng(0).integers(1, 2**62, size=len(members), dtype=np.int64)
+    flat = [comp[lab.reshape(-1)] for _, _, lab in members]
+    every = np.concatenate(flat) if flat else np.zeros(0, np.int64)
     sig = np.zeros(n, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        np.add.at(sig, every, np.repeat(weights, [len(f) for f in flat]))
     seen = np.zeros(n, dtype=bool)
-    for k, (_, _, lab) in enumerate(members):
-        flat = lab.reshape(-1)
-        comps, counts = np.unique(comp[flat], return_counts=True)
-        with np.errstate(over="ignore"):
-            np.add.at(sig, comps, weights[k, 0] * (counts + weights[k, 1]))
-        seen[comps] = True
-    roots = np.unique(comp)
-    roots = roots[seen[roots]]
-    # group ids in order of first appearance (labels are made in graph order)
+    seen[every] = True
+    roots = np.flatnonzero(seen)  # component ids some member reads
+    # group ids in order of first appearance (labels are made in graph order), units numbered in
+    # that order within their group
     first_label = np.full(n, n, dtype=np.int64)
     np.minimum.at(first_label, comp, np.arange(n))
     order = roots[np.argsort(first_label[roots], kind="stable")]
-    group_of_sig: dict[int, int] = {}
+    _, first, inverse = np.unique(sig[order], return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    of_group = rank[inverse.reshape(-1)]
+    by_group = np.argsort(of_group, kind="stable")
+    sizes = np.bincount(of_group, minlength=len(first)).tolist()
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    unit_in_order = np.empty(len(order), dtype=np.int64)
+    unit_in_order[by_group] = np.arange(len(order)) - starts[of_group[by_group]]
     comp_group = np.full(n, -1, dtype=np.int64)
     comp_unit = np.full(n, -1, dtype=np.int64)
-    sizes: list[int] = []
-    for c in order:  # one python step per unit
-        g = group_of_sig.setdefault(int(sig[c]), len(group_of_sig))
-        if g == len(sizes):
-            sizes.append(0)
-        comp_group[c], comp_unit[c] = g, sizes[g]
-        sizes[g] += 1
+    comp_group[order], comp_unit[order] = of_group, unit_in_order
     label_group, label_unit = comp_group[comp], comp_unit[comp]
 
     blocked: dict[int, str] = {}
@@ -940,6 +941,10 @@ def analyze(graph: Graph, cuts: bool = False) -> Coupling:
     grouped: dict[int, list[Member]] = {g: [] for g in range(len(sizes))}
     for v, axes, lab in members:
         gl = label_group[lab]
+        g0 = gl.flat[0] if gl.size else -1
+        if gl.size and (gl == g0).all():  # the common case: a member of one group
+            grouped[int(g0)].append(Member(v, axes, label_unit[lab]))
+            continue
         for g in np.unique(gl):
             units = np.where(gl == g, label_unit[lab], -1)
             grouped[int(g)].append(Member(v, axes, units))

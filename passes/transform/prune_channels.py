@@ -33,6 +33,8 @@ from graphprune.ir.ops import (
     SliceAttrs,
     SplitAttrs,
 )
+from graphprune.ir.sparsity import Sparsity
+from graphprune.parallel import map_arrays
 from graphprune.pm import ALL, AnalysisManager, Contract, PassResult
 
 from ..analysis.coupling import Block, Coupling, CouplingAnalysis
@@ -94,26 +96,41 @@ def _new_size(keep: Keep, value: Value, axis: int) -> int:
     return int(value.type.shape[axis])
 
 
-def _slice_const(graph: Graph, value: Value, masks: list[tuple[tuple[int, ...], np.ndarray]]) -> None:
-    """Drop the pruned elements of a constant (masks over its member axes, combined)."""
+def _sliced_const(
+    value: Value, masks: list[tuple[tuple[int, ...], np.ndarray]]
+) -> tuple[np.ndarray, Sparsity | None] | None:
+    """A constant without its pruned elements (masks over its member axes, combined), and its sparsity
+    record sliced alike; None when nothing goes. Reads only: it runs on worker threads."""
     data = np.asarray(value.data)
     axes = tuple(sorted({a for ax, _ in masks for a in ax}))
-    full = np.ones([data.shape[a] for a in axes], bool)
-    for ax, m in masks:
-        shape = [data.shape[a] if a in ax else 1 for a in axes]
-        order = [ax.index(a) for a in axes if a in ax]
-        full &= np.transpose(m, order).reshape(shape)
+    if len(masks) == 1 and len(axes) == 1:  # one mask on one axis (a bias, a norm's parameters): most constants
+        full = masks[0][1]
+    else:
+        full = np.ones([data.shape[a] for a in axes], bool)
+        for ax, m in masks:
+            shape = [data.shape[a] if a in ax else 1 for a in axes]
+            order = [ax.index(a) for a in axes if a in ax]
+            full &= np.transpose(m, order).reshape(shape)
     if full.all():
-        return
-    lines = [full.any(axis=tuple(j for j in range(full.ndim) if j != i)) for i in range(full.ndim)]
-    outer = np.ones(full.shape, bool)
-    for i, line in enumerate(lines):
-        outer = outer & line.reshape([-1 if j == i else 1 for j in range(full.ndim)])
-    new = kept_shape(full, f"constant %{value.name}") if not np.array_equal(full, outer) else None
+        return None
+    if full.ndim == 1:
+        lines, new = [full], None
+    else:
+        lines = [full.any(axis=tuple(j for j in range(full.ndim) if j != i)) for i in range(full.ndim)]
+        outer = np.ones(full.shape, bool)
+        for i, line in enumerate(lines):
+            outer = outer & line.reshape([-1 if j == i else 1 for j in range(full.ndim)])
+        new = kept_shape(full, f"constant %{value.name}") if not np.array_equal(full, outer) else None
 
     def sliced(arr: np.ndarray) -> np.ndarray:
+        rest = arr.shape[len(axes) :]
+        if new is None and axes == tuple(range(len(axes))) and math.prod(rest) >= 4:
+            # whole rows and columns of leading axes with a kernel behind them (a conv's out, in): one
+            # gather of the kept kernels is cheaper than a compress per axis, which copies twice
+            idx = np.ravel_multi_index(np.ix_(*(np.flatnonzero(line) for line in lines)), full.shape)
+            return arr.reshape(-1, *rest).take(idx, axis=0)  # shaped like idx + rest, owning its data
         if new is None:
-            # whole rows and columns go (the common case): one cheap compress per axis
+            # whole rows and columns go: one compress per axis (cheapest for 1x1 convs and matrices)
             for a, line in zip(axes, lines, strict=True):
                 arr = np.compress(line, arr, axis=a)
             return arr
@@ -124,8 +141,7 @@ def _slice_const(graph: Graph, value: Value, masks: list[tuple[tuple[int, ...], 
 
     # a sparse weight's mask loses the same elements (and its pattern, if the groups no longer line up)
     rec = value.sparsity
-    record = rec.reindexed(sliced(rec.mask)) if rec is not None and rec.mask is not None else None
-    graph.replace_const_data(value, sliced(data), sparsity=record)
+    return sliced(data), rec.reindexed(sliced(rec.mask)) if rec is not None and rec.mask is not None else None
 
 
 def apply_prune(graph: Graph, coupling: Coupling, keep: dict[int, np.ndarray]) -> None:
@@ -145,8 +161,11 @@ def apply_prune(graph: Graph, coupling: Coupling, keep: dict[int, np.ndarray]) -
     # attributes first (they read the original shapes), then constants, then types
     rewrites = [(n, _REWRITES[n.op]) for n in graph.nodes if n.op in _REWRITES]
     planned = [(n, fn(graph, n, k)) for n, fn in rewrites]
-    for vid, masks in const_masks.items():
-        _slice_const(graph, consts[vid], masks)
+    values = list(consts.values())
+    sliced = map_arrays(lambda v: _sliced_const(v, const_masks[id(v)]), values, lambda v: v.type.numel())
+    for value, new in zip(values, sliced, strict=True):
+        if new is not None:
+            graph.replace_const_data(value, new[0], sparsity=new[1])
     for n, attrs in planned:
         if isinstance(attrs, tuple):  # a slice whose kept positions are no longer strided
             gather = graph.add_node(Op.GATHER, [n.inputs[0], attrs[1]], GatherAttrs(n.attrs.axis), name=n.name,
