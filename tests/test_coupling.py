@@ -266,6 +266,56 @@ def test_shuffle_units_are_whole_columns():
     w = member(g, "stage2.1.gconv1.weight", (0,)).units
     # 16 channels in 4 conv groups: a unit is one position in every group
     np.testing.assert_array_equal(w, np.tile(np.arange(4), 4))
+    # the stream (a concat of the shortcut and the branch, read by grouped convs) is prunable: its
+    # producers are linked to keep the same count per conv group
+    assert group_with(groups, "stem.0.weight").prunable
+    assert group_with(groups, "stage3.0.gconv2.weight").prunable
+
+
+class ConcatGrouped(nn.Module):
+    """Two producers concatenated into a grouped conv with 4 groups: a's 8 channels fill conv
+    groups 0-1, b's (`wb` channels) the rest when wb = 8."""
+
+    def __init__(self, wb: int = 8) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, wb, 1)
+        self.g = nn.Conv2d(8 + wb, 8, 3, padding=1, groups=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.g(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_grouped_conv_over_a_concat_links_the_producers():
+    graph, groups = groups_of(ConcatGrouped(), torch.randn(1, 3, 5, 5))
+    a, b = group_with(groups, "a.weight"), group_with(groups, "b.weight")
+    assert a.prunable and b.prunable and a.id != b.id
+    links = analyze(graph).links
+    assert links == (((a.id, 2), (b.id, 2)),)
+    for scope in ("local", "global"):
+        # b's channels are made far more important: global ranking wants to prune a harder, but the
+        # conv groups must keep the same count, so a keeps as many per bin as b does
+        scaled = graph.copy()
+        w = scaled.value("b.weight")
+        scaled.replace_const_data(w, w.data * 100)
+        pruned = gp.prune(scaled, 0.5, scope=scope, round_to=1, verify=True)
+        conv = next(n for n in pruned.nodes if n.op is gp.Op.CONV and n.attrs.groups == 4)
+        assert conv.inputs[0].type.shape[1] < 16 and conv.inputs[0].type.shape[1] % 4 == 0
+        widths = [pruned.value(n).type.shape[0] for n in ("a.weight", "b.weight")]
+        assert widths[0] == widths[1], (scope, widths)
+
+
+def test_grouped_conv_over_a_concat_misaligned_stays_blocked():
+    # 8 + 4 channels in 4 conv groups of 3: conv group 2 mixes a's and b's channels
+    _, groups = groups_of(ConcatGrouped(wb=4), torch.randn(1, 3, 5, 5))
+    assert "drawn unevenly" in (group_with(groups, "a.weight").blocked or "")
+
+
+def test_linked_partner_kept_whole_keeps_the_link_whole():
+    graph, _ = groups_of(ConcatGrouped(), torch.randn(1, 3, 5, 5))
+    pruned, report = gp.prune_with_report(graph, 0.5, round_to=1, keep=["a"], verify=True)
+    assert pruned.value("a.weight").type.shape[0] == 8
+    assert pruned.value("b.weight").type.shape[0] == 8
+    assert any("linked" in n for n in report.notes), report.notes
 
 
 def test_channel_padding_adds_unprunable_channels():

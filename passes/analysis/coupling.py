@@ -16,7 +16,9 @@ semantics the analysis cannot map exactly *blocks* the groups it touches, with t
 guesses. Blocked too: model inputs and outputs, opaque ops, channels mixed with an untracked tensor.
 
 Constraints that are not unions are recorded on the group: `bins` (keep the same number of units in
-every bin: grouped convolutions, GroupNorm groups, reshapes that split a channel axis) and `stats`
+every bin: grouped convolutions, GroupNorm groups, reshapes that split a channel axis; bins filled by
+several groups, as when a grouped conv reads a concat, are *linked*: `Coupling.links` says those
+groups keep the same count per bin) and `stats`
 (ops where removing a channel is not the same as zeroing it: LayerNorm/RMSNorm/GroupNorm statistics,
 softmax, mean or max over channels).
 
@@ -100,6 +102,8 @@ class Coupling:
     blocks: dict[int, list[Block]] = field(repr=False)
     # ids of the outputs of cut gathers (unconstrained mode): reader gathers at segment boundaries
     cuts: frozenset[int] = frozenset()
+    # groups whose bins must keep the same count per bin: ((group id, its number of bins), ...) each
+    links: tuple[tuple[tuple[int, int], ...], ...] = ()
 
     def blocks_of(self, value: Value) -> list[Block]:
         return self.blocks.get(id(value), [])
@@ -935,8 +939,18 @@ def analyze(graph: Graph, cuts: bool = False) -> Coupling:
             if where not in stats.setdefault(int(g), []):
                 stats[int(g)].append(where)
     bins: dict[int, list[np.ndarray]] = {}
+    links: list[tuple[tuple[int, int], ...]] = []
     for lab, size, whole_ok in w.bins:
-        _add_bins(lab, size, whole_ok, label_group, label_unit, sizes, bins, blocked)
+        _add_bins(lab, size, whole_ok, label_group, label_unit, sizes, bins, blocked, links)
+    # a link with a blocked group cannot be honoured: its partners stay whole too (links chain)
+    while any(g in blocked and h not in blocked for link in links for g, _ in link for h, _ in link):
+        for link in links:
+            reason = next((blocked[g] for g, _ in link if g in blocked), None)
+            for g, _ in link:
+                if reason is not None:
+                    blocked.setdefault(g, f"its grouped channels must keep the per-group count of a blocked group "
+                                          f"({reason})")
+    links = [link for link in dict.fromkeys(links) if not any(g in blocked for g, _ in link)]
 
     grouped: dict[int, list[Member]] = {g: [] for g in range(len(sizes))}
     for v, axes, lab in members:
@@ -960,7 +974,7 @@ def analyze(graph: Graph, cuts: bool = False) -> Coupling:
         )
         for g in range(len(sizes))
     )
-    return Coupling(groups, label_group, label_unit, w.blocks, frozenset(w.cuts))
+    return Coupling(groups, label_group, label_unit, w.blocks, frozenset(w.cuts), tuple(links))
 
 
 def _add_bins(
@@ -972,16 +986,25 @@ def _add_bins(
     sizes: list[int],
     bins: dict[int, list[np.ndarray]],
     blocked: dict[int, str],
+    links: list[tuple[tuple[int, int], ...]],
 ) -> None:
     """Equal-count bins over a channel axis (consecutive runs of `size` elements). A unit spread
     evenly over the bins keeps them balanced whatever is selected; units that each sit in one bin
-    become a unit -> bin map (keep equally many per bin); anything else cannot keep the structure."""
+    become a unit -> bin map (keep equally many per bin); anything else cannot keep the structure.
+
+    Bins over several groups (a grouped conv reading a concat or a residual stream fed by several
+    producers: ShuffleNet) are kept when every group lies in whole bins of its own, one element
+    per unit: each group keeps equally many per bin, and a link says the groups keep the same count
+    per bin (selection keeps `kept / nbins` equal across the link)."""
     flat = lab.reshape(-1)
     which = np.arange(len(flat)) // size
     nbins = int(which.max()) + 1
     gs, us = label_group[flat], label_unit[flat]
-    shared = len(np.unique(gs)) > 1
-    for g in np.unique(gs):
+    present_groups = np.unique(gs)
+    maps: dict[int, np.ndarray] = {}  # group -> unit -> bin, for the groups the bins constrain
+    per: set[int] = set()  # elements of a unit in its bin
+    uneven: list[int] = []
+    for g in present_groups:
         sel = gs == g
         counts = np.zeros((sizes[g], nbins), dtype=np.int64)
         np.add.at(counts, (us[sel], which[sel]), 1)
@@ -991,18 +1014,33 @@ def _add_bins(
             continue  # every unit has the same share of every bin
         if whole_ok and np.all((counts == 0) | (counts == size)):
             continue  # units own whole rows: dropping rows keeps the shape rectangular
-        if shared:
-            # bins shared with other groups: their kept counts would have to match across groups
-            for h in np.unique(gs):
-                blocked.setdefault(int(h), "grouped channels drawn unevenly from several groups")
-            return
         single = (counts > 0).sum(axis=1) == 1
         if np.all(single) and len(np.unique(counts.max(axis=1))) == 1:
-            unit_bin = np.full(sizes[g], -1, dtype=np.int64)
-            unit_bin[np.flatnonzero(present)] = counts.argmax(axis=1)
-            bins.setdefault(int(g), []).append(unit_bin)
+            maps[int(g)] = np.full(sizes[g], -1, dtype=np.int64)
+            maps[int(g)][np.flatnonzero(present)] = counts.argmax(axis=1)
+            per.add(int(counts.max()))
         else:
-            blocked.setdefault(int(g), "channels split over groups unevenly (grouped conv, group norm or reshape)")
+            uneven.append(int(g))
+    if len(present_groups) == 1 or not (maps or uneven):
+        for g in uneven:
+            blocked.setdefault(g, "channels split over groups unevenly (grouped conv, group norm or reshape)")
+        for g, unit_bin in maps.items():
+            bins.setdefault(g, []).append(unit_bin)
+        return
+    # bins shared by several groups: linked when every group fills whole bins of its own with all
+    # its units, the same number of elements per unit
+    pure = all(len(np.unique(gs[which == b])) == 1 for b in range(nbins))
+    whole = len(maps) == len(present_groups) and all(np.all(m >= 0) for m in maps.values())
+    if not (pure and whole and len(per) == 1):
+        for h in present_groups:
+            blocked.setdefault(int(h), "grouped channels drawn unevenly from several groups")
+        return
+    link = []
+    for g, unit_bin in maps.items():
+        own, local = np.unique(unit_bin, return_inverse=True)  # the group's bins, numbered 0..
+        bins.setdefault(g, []).append(local.reshape(-1))
+        link.append((g, len(own)))
+    links.append(tuple(sorted(link)))
 
 
 def _group_name(members: list[Member]) -> str:

@@ -24,6 +24,9 @@ Per-group rules, applied after the budget says how many units a group should kee
   the same units), or free units: an exact 0/1 program (scipy's HiGHS `milp`) maximising the kept
   score under the balance constraints; for two partitions the constraint matrix is a bipartite
   incidence matrix, totally unimodular, so HiGHS solves it at the root.
+- links (``coupling.links``: a grouped conv whose groups are filled by several coupling groups, such
+  as ShuffleNet's over a concat): the linked groups keep the same count per bin, the smallest count
+  at or above what any of them asks for; a linked group kept whole keeps the whole link.
 - ``round_to``: the kept count is rounded *up* to a multiple of round_to, never above the group
   size (keeping the whole group is always allowed). With bins, only counts the bins can hold are
   candidates; if no multiple of round_to below the size is one, round_to is dropped for that group
@@ -183,6 +186,18 @@ class _Selector:
                 raise ValueError(f"scores for group {g.id} {g.name!r} are not all finite")
             bins = _distinct_partitions(g)
             self.plans[g.id] = _Plan(g, s, bins, self._allowed(g, bins))
+        # linked groups keep the same count per bin (coupling.links): a partner kept whole keeps
+        # the whole link
+        self.links = list(coupling.links)
+        while any(g in self.plans and h not in self.plans for link in self.links for g, _ in link for h, _ in link):
+            for link in self.links:
+                if all(g in self.plans for g, _ in link):
+                    continue
+                for g, _ in link:
+                    if self.plans.pop(g, None) is not None:
+                        self.note(f"group {g} {self.groups[g].name!r}: kept whole, its grouped channels are linked "
+                                  "to a group that is kept whole")
+        self.links = [link for link in self.links if all(g in self.plans for g, _ in link)]
         # global ranking: every prunable unit, least important first (see the module docstring)
         ids = sorted(self.plans)
         if ids:
@@ -229,10 +244,34 @@ class _Selector:
             want = {i: p.size - int(removed[i]) for i, p in self.plans.items()}
         else:
             want = {i: p.size - _round_half_up(x * p.size) for i, p in self.plans.items()}
-        keep: Keep = {}
+        keep = self._linked(want) if self.links else {}
         for g in self.groups:
             plan = self.plans.get(g.id)
-            keep[g.id] = np.ones(g.size, dtype=bool) if plan is None else self._mask(plan, want[g.id])
+            if g.id not in keep:
+                keep[g.id] = np.ones(g.size, dtype=bool) if plan is None else self._mask(plan, want[g.id])
+        return keep
+
+    def _linked(self, want: dict[int, int]) -> Keep:
+        """Masks of the linked groups: every link keeps the same count per bin in each of its groups,
+        the smallest at or above what any of them wants. A group may sit in several links (ShuffleNet's
+        stream feeds grouped convs of several widths), so counts are raised until every link agrees
+        and every group's bins take its count; counts only grow and a whole group always fits."""
+        want = dict(want)
+        linked = sorted({g for link in self.links for g, _ in link})
+        keep: Keep = {}
+        changed = True
+        while changed:
+            changed = False
+            for link in self.links:
+                c = max(-(-want[g] // nb) for g, nb in link)
+                for g, nb in link:
+                    changed |= want[g] != c * nb
+                    want[g] = c * nb
+            for g in linked:
+                keep[g] = self._mask(self.plans[g], want[g])
+                k = int(keep[g].sum())
+                changed |= k != want[g]
+                want[g] = k
         return keep
 
     def _mask(self, plan: _Plan, k0: int) -> np.ndarray:

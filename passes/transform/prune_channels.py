@@ -448,7 +448,7 @@ def _rebind(coupling: Coupling, old: Graph, new: Graph) -> Coupling:
         for g in coupling.groups
     )
     cuts = frozenset(id(by_name[old_by_id[vid].name]) for vid in coupling.cuts)
-    return Coupling(groups, coupling.label_group, coupling.label_unit, blocks, cuts)
+    return Coupling(groups, coupling.label_group, coupling.label_unit, blocks, cuts, coupling.links)
 
 
 @dataclass(frozen=True)
