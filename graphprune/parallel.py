@@ -9,6 +9,7 @@ would cost more than the work. GRAPHPRUNE_THREADS=1 turns it off.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -17,6 +18,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 LARGE = 1 << 16  # elements: arrays from this size go to the pool
+_PREFIX = "graphprune-worker"
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -36,12 +38,13 @@ def map_arrays(fn: Callable[[T], R], items: Sequence[T], size: Callable[[T], int
     global _pool
     large = [i for i, item in enumerate(items) if size(item) >= LARGE]
     n = threads()
-    if n < 2 or len(large) < 2:
+    # on a worker already (a nested call): inline, a worker waiting on its own pool could deadlock it
+    if n < 2 or len(large) < 2 or threading.current_thread().name.startswith(_PREFIX):
         return [fn(item) for item in items]
     if _pool is None or _pool._max_workers != n:  # noqa: SLF001 (GRAPHPRUNE_THREADS changed)
         if _pool is not None:
             _pool.shutdown(wait=False)
-        _pool = ThreadPoolExecutor(n, thread_name_prefix="graphprune")
+        _pool = ThreadPoolExecutor(n, thread_name_prefix=_PREFIX)
     futures = {i: _pool.submit(fn, items[i]) for i in large}
     # the small items run here while the pool works on the large ones
     out: list = [None if i in futures else fn(item) for i, item in enumerate(items)]

@@ -66,6 +66,9 @@ def test_order_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(ValueError, match="item 5 is bad"):
         map_arrays(fails, items, len)
+    # nested: a worker's own map runs inline instead of waiting on the pool it occupies
+    nested = map_arrays(lambda a: sum(map_arrays(lambda b: int(b[0]), items, len)), items, len)
+    assert nested == [21] * 7
     monkeypatch.setenv("GRAPHPRUNE_THREADS", "two")
     with pytest.raises(ValueError, match="GRAPHPRUNE_THREADS='two'"):
         threads()
