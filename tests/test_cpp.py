@@ -93,6 +93,19 @@ def test_pruned_cross(target, tmp_path):
     check(g, ins, target, tmp_path, weights="bin")
 
 
+@pytest.mark.parametrize("name", ["resnet_bottleneck", "split_branches", "convnext"])
+def test_contiguous_reads_are_views(name, tmp_path):
+    """After unconstrained pruning + reorder a reader's contiguous channels are a Slice, and a chunk
+    of a batch-1 tensor a Split: both become pointers into the tensor they read, no copy."""
+    entry = ZOO[name]
+    g = gp.prune(gp.trace(entry.build(), entry.example_inputs()), 0.5, constrained=False, round_to=1)
+    views = [n for n in g.nodes if n.op in (Op.SLICE, Op.SPLIT)]
+    assert views, f"{name}: no slice or split to lower"
+    check(g, [t.numpy() for t in entry.example_inputs()], "host", tmp_path)
+    src = (tmp_path / "model.cpp").read_text()
+    assert src.count("(a view: no copy)") + src.count("(views: no copy)") >= len(views)
+
+
 # ---- sparse layers: weights sparsified here, from numpy ----
 
 

@@ -120,6 +120,7 @@ class Plan:
 
     kind: dict[int, str] = field(default_factory=dict)  # id(value) -> input | const | arena | alias
     ref: dict[int, int] = field(default_factory=dict)  # input index, blob offset, arena slot, alias root id
+    offset: dict[int, int] = field(default_factory=dict)  # alias -> its first element within what it views
     nbytes: dict[int, int] = field(default_factory=dict)
     dtype: dict[int, DType] = field(default_factory=dict)
 
@@ -669,13 +670,15 @@ class Lowering:
         self.emit(node, [f"gprt::softmax({outer}, {xs[ax]}, {inner}, {self.ptr(x)}, {self.ptr(out)});"], [x], [out])
 
     # ---- data movement ----
-    def alias(self, node: Node) -> None:
+    def alias(self, node: Node, offset: int = 0) -> None:
+        """The output is the input's storage (from element `offset` on): a view, no copy."""
         x, out = node.inputs[0], node.outputs[0]
         if x.is_const:
             self.copy(node, list(_static(out, node)), _strides(_static(out, node)), x, _strides(_static(out, node)), 0)
             return
         self.plan.kind[id(out)] = "alias"
         self.plan.ref[id(out)] = id(x)
+        self.plan.offset[id(out)] = offset
         self.plan.dtype[id(out)] = out.type.dtype
         self.emit(node, ["// (a view: no copy)"], [x], [out])
 
@@ -729,6 +732,11 @@ class Lowering:
             raise CompileError(f"node {node.name} (slice): step {a.step}; the cpp backend lowers positive steps")
         xs, so = _static(x, node), _static(node.outputs[0], node)
         st = _strides(xs)
+        if a.step == 1 and math.prod(xs[: a.axis]) == 1:
+            # a contiguous range (channels of a batch-1 tensor, a reordered reader's slice): a pointer
+            # into the input, no copy
+            self.alias(node, a.start * st[a.axis])
+            return
         src = list(st)
         src[a.axis] *= a.step
         self.copy(node, so, _strides(so), x, src, a.start * st[a.axis])
@@ -752,10 +760,17 @@ class Lowering:
         xs = _static(x, node)
         ax = node.attrs.axis
         outer, inner = int(np.prod(xs[:ax], dtype=np.int64)), int(np.prod(xs[ax + 1 :], dtype=np.int64))
-        lines: list[str] = []
+        view = outer == 1 and not x.is_const  # each part a contiguous range: pointers into the input
+        lines: list[str] = ["// (views: no copy)"] if view else []
         off = 0
         for v, n in zip(node.outputs, node.attrs.sizes, strict=True):
-            self.copy(node, [outer, n * inner], [n * inner, 1], x, [xs[ax] * inner, 1], off * inner, dst=v, lines=lines)
+            if view:
+                self.plan.kind[id(v)], self.plan.ref[id(v)], self.plan.offset[id(v)] = "alias", id(x), off * inner
+                self.plan.dtype[id(v)] = v.type.dtype
+            else:
+                self.copy(
+                    node, [outer, n * inner], [n * inner, 1], x, [xs[ax] * inner, 1], off * inner, dst=v, lines=lines
+                )
             off += n
         self.emit(node, lines, [x], list(node.outputs))
 
@@ -1012,8 +1027,9 @@ class Lowering:
         # A graph output computed here is written straight into the caller's output buffer (no copy),
         # unless its storage also backs another output.
         roots = [self.root(v) for v in self.g.outputs]
-        for i, r in enumerate(roots):
-            if r in first and roots.count(r) == 1:
+        for i, (v, r) in enumerate(zip(self.g.outputs, roots, strict=True)):
+            whole = v.type.numel() * NBYTES[v.type.dtype] == nbytes.get(r)  # not a slice of its storage
+            if r in first and roots.count(r) == 1 and whole:
                 self.plan.kind[r] = "output"
                 self.plan.ref[r] = i
                 del first[r]
@@ -1049,12 +1065,16 @@ def generate(graph: Graph, options: Options) -> Generated:
         root = low.root(values[vid])
         kind = low.plan.kind.get(root)
         ct = CTYPE[values[vid].type.dtype]
+        elem, r = 0, vid  # a view's first element within its root's storage
+        while r != root:
+            elem, r = elem + low.plan.offset.get(r, 0), low.plan.ref[r]
+        at = f" + {elem}" if elem else ""
         if kind == "input":
-            return f"(({ct}*)in[{low.plan.ref[root]}])"
+            return f"(({ct}*)in[{low.plan.ref[root]}]{at})"
         if kind == "arena":
-            return f"(({ct}*)(A + {offsets[root]}))"
+            return f"(({ct}*)(A + {offsets[root]}){at})"
         if kind == "output":
-            return f"(({ct}*)out[{low.plan.ref[root]}])"
+            return f"(({ct}*)out[{low.plan.ref[root]}]{at})"
         raise CompileError(f"tensor {sanitize(values[vid].name)} has no storage (internal error of the cpp backend)")
 
     body: list[str] = []
