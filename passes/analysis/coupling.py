@@ -993,9 +993,9 @@ def _add_bins(
     become a unit -> bin map (keep equally many per bin); anything else cannot keep the structure.
 
     Bins over several groups (a grouped conv reading a concat or a residual stream fed by several
-    producers: ShuffleNet) are kept when every group lies in whole bins of its own, one element
-    per unit: each group keeps equally many per bin, and a link says the groups keep the same count
-    per bin (selection keeps `kept / nbins` equal across the link)."""
+    producers: ShuffleNet) are kept when every group fills whole bins of its own with all its units,
+    each unit the same number of elements: each group keeps equally many per bin, and a link says
+    the groups keep the same count per bin (selection keeps `kept / nbins` equal across the link)."""
     flat = lab.reshape(-1)
     which = np.arange(len(flat)) // size
     nbins = int(which.max()) + 1
