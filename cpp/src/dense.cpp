@@ -375,7 +375,23 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
         // columns 2j and 2j + 1 both inside the image for lo <= j < hi: a plain deinterleave there
         int64_t lo = std::min((s.PW + 1) / 2, Wr), hi = std::max(lo, std::min((s.PW + s.W) / 2, Wr));
         for (int64_t j = 0; j < lo; j++) edge(j);
-        for (int64_t j = lo; j < hi; j++) {
+        int64_t j = lo;
+#if GPRT_VW > 1
+        for (; j + VW <= hi; j += VW) {  // two vectors of the row -> a vector of even and one of odd columns
+            vf a = vload(xr + 2 * j), b = vload(xr + 2 * j + VW);
+#if GPRT_VW == 4
+            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6));
+            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7));
+#elif GPRT_VW == 8
+            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14));
+            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15));
+#else
+            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+#endif
+        }
+#endif
+        for (; j < hi; j++) {
             e[j] = xr[2 * j];
             o[j] = xr[2 * j + 1];
         }
@@ -391,9 +407,13 @@ static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int
                            float bias, float* y, Act act, bool clamp) {
     int64_t ow = 0;
     auto one = [&](int64_t at, vf* out) {
-        vf acc[RO];
+        // a partial sum per kernel column: one chain of K*K dependent FMAs would bound the loop by latency
+        vf acc[RO][K];
         GPRT_UNROLL
-        for (int r = 0; r < RO; r++) acc[r] = vbcast(bias);
+        for (int r = 0; r < RO; r++) {
+            GPRT_UNROLL
+            for (int kw = 0; kw < K; kw++) acc[r][kw] = kw ? vf{} : vbcast(bias);
+        }
         GPRT_UNROLL
         for (int kh = 0; kh < K + RO - 1; kh++) {
             int64_t row = (oh * S + kh) * Wr + at;
@@ -402,11 +422,16 @@ static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int
                 vf v = S == 1 ? vload(plane + row + kw) : vload((kw % 2 ? odd : plane) + row + kw / 2);
                 GPRT_UNROLL
                 for (int r = 0; r < RO; r++)
-                    if (kh - r >= 0 && kh - r < K) acc[r] += wv[(kh - r) * K + kw] * v;
+                    if (kh - r >= 0 && kh - r < K) acc[r][kw] += wv[(kh - r) * K + kw] * v;
             }
         }
         GPRT_UNROLL
-        for (int r = 0; r < RO; r++) out[r] = clamp ? vclamp(acc[r], act.lo, act.hi) : acc[r];
+        for (int r = 0; r < RO; r++) {
+            vf a = acc[r][0];
+            GPRT_UNROLL
+            for (int kw = 1; kw < K; kw++) a += acc[r][kw];
+            out[r] = clamp ? vclamp(a, act.lo, act.hi) : a;
+        }
     };
     for (; ow + VW <= OW; ow += VW) {
         vf out[RO];
@@ -438,6 +463,90 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
     if (S == 1)
         for (; oh + 2 <= s.OH; oh += 2) dw_rows<K, S, 2>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp);
     for (; oh < s.OH; oh++) dw_rows<K, S, 1>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp);
+}
+
+// ---- stride 1 with the output as wide as the input (OW == W): the channel as one flat run of pixels ----
+// Output pixel q = oh*W + ow reads input q + (kh-PH)*W + (kw-PW) for every tap: linear in q across rows,
+// so whole vectors run over row boundaries with no per-row setup, straight into y (14x14 or 28x28 rows
+// fill one vector badly). Rows above and below the image read zero guards around a contiguous copy of
+// the channel (one memcpy). A tap past a row's left or right edge would read the neighbouring row, so
+// the taps of each kernel column are summed apart and that sum is masked once with the output columns
+// whose tap column lies inside the image (K masks, shared by every channel).
+struct DwFlat {
+    int64_t front, span, Pr;  // zero guard before the channel, buffer floats per thread, output floats rounded
+};
+static bool dw_flat(const ConvShape& s) {
+    return VW > 1 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.OW == s.W && s.KH == s.KW &&
+           (s.KH == 3 || s.KH == 5) && s.PW < s.KW && s.PH < s.KH && s.OW < 2 * VW;
+}
+static DwFlat dw_flat_plan(const ConvShape& s) {
+    DwFlat f;
+    f.Pr = round_up(s.OH * s.OW, VW);
+    f.front = round_up(s.PH * s.W + s.PW, VW);
+    // the last vector reads up to Pr - 1 + (KH-1-PH)*W + (KW-1-PW)
+    f.span = f.front + std::max(s.H * s.W, f.Pr + (s.KH - 1 - s.PH) * s.W + s.KW) + VW;
+    return f;
+}
+static size_t dw_flat_floats(const ConvShape& s, int threads) {
+    DwFlat f = dw_flat_plan(s);
+    return (size_t)(s.KW * f.Pr + 16 + threads * (f.span + 16));
+}
+
+template <int K>
+static void dw_flat_channel(const ConvShape& s, const DwFlat& f, const float* x, const int32_t* masks,
+                            const float* w, float bias, float* y, Act act, bool clamp) {
+    const int64_t W = s.W, P = s.OH * s.OW;
+    vf wv[K * K];
+    for (int i = 0; i < K * K; i++) wv[i] = vbcast(w[i]);
+    for (int64_t q = 0; q < f.Pr; q += VW) {
+        vf col[K];
+        GPRT_UNROLL
+        for (int kw = 0; kw < K; kw++) col[kw] = vf{};
+        GPRT_UNROLL
+        for (int kh = 0; kh < K; kh++) {
+            const float* r = x + q + (kh - s.PH) * W - s.PW;
+            GPRT_UNROLL
+            for (int kw = 0; kw < K; kw++) col[kw] += wv[kh * K + kw] * vload(r + kw);
+        }
+        vf acc = vbcast(bias);
+        GPRT_UNROLL
+        for (int kw = 0; kw < K; kw++) acc += kw == s.PW ? col[kw] : vmask(col[kw], masks + kw * f.Pr + q);
+        if (clamp) acc = vclamp(acc, act.lo, act.hi);
+        if (q + VW <= P) {
+            vstore(y + q, acc);
+        } else {
+            float tmp[VW];
+            vstore(tmp, acc);
+            std::memcpy(y + q, tmp, sizeof(float) * (P - q));
+        }
+    }
+}
+
+static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const float* w, const float* b, float* y,
+                        Act act, float* ws) {
+    const DwFlat f = dw_flat_plan(s);
+    int32_t* masks = (int32_t*)ws;
+    for (int64_t kw = 0; kw < s.KW; kw++)
+        for (int64_t q = 0; q < f.Pr; q++) {
+            int64_t c = q % s.W - s.PW + kw;
+            masks[kw * f.Pr + q] = c >= 0 && c < s.W ? -1 : 0;
+        }
+    float* bufs = ws + s.KW * f.Pr + 16;
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    const int64_t HW = s.H * s.W, P = s.OH * s.OW;
+    parallel_for(pool, s.N * s.C, [&](int64_t b0, int64_t e0, int worker) {
+        float* buf = bufs + worker * (f.span + 16);
+        std::fill(buf, buf + f.front, 0.f);
+        std::fill(buf + f.front + HW, buf + f.span, 0.f);
+        for (int64_t nc = b0; nc < e0; nc++) {
+            int64_t c = nc % s.C;
+            std::memcpy(buf + f.front, x + nc * HW, sizeof(float) * HW);
+            if (s.KH == 3)
+                dw_flat_channel<3>(s, f, buf + f.front, masks, w + c * 9, b ? b[c] : 0.f, y + nc * P, act, clamp);
+            else
+                dw_flat_channel<5>(s, f, buf + f.front, masks, w + c * 25, b ? b[c] : 0.f, y + nc * P, act, clamp);
+        }
+    });
 }
 
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
@@ -551,9 +660,13 @@ static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* plan
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW;
     const float* wo = w + o0 * C * KK;
-    auto one = [&](int64_t oh, int64_t ow, vf* acc) {
+    auto one = [&](int64_t oh, int64_t ow, vf* out) {
+        vf acc[C][OB];  // a partial sum per input channel: shorter FMA chains
         GPRT_UNROLL
-        for (int o = 0; o < OB; o++) acc[o] = vbcast(b ? b[o0 + o] : 0.f);
+        for (int c = 0; c < C; c++) {
+            GPRT_UNROLL
+            for (int o = 0; o < OB; o++) acc[c][o] = c ? vf{} : vbcast(b ? b[o0 + o] : 0.f);
+        }
         GPRT_UNROLL
         for (int c = 0; c < C; c++) {
             const float* even = planes + c * d.plane;
@@ -565,12 +678,17 @@ static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* plan
                 for (int kw = 0; kw < 3; kw++) {
                     vf v = S == 1 ? vload(even + row + kw) : vload((kw % 2 ? odd : even) + row + kw / 2);
                     GPRT_UNROLL
-                    for (int o = 0; o < OB; o++) acc[o] += vbcast(wo[(o * C + c) * KK + kh * 3 + kw]) * v;
+                    for (int o = 0; o < OB; o++) acc[c][o] += vbcast(wo[(o * C + c) * KK + kh * 3 + kw]) * v;
                 }
             }
         }
         GPRT_UNROLL
-        for (int o = 0; o < OB; o++) acc[o] = clamp ? vclamp(acc[o], act.lo, act.hi) : acc[o];
+        for (int o = 0; o < OB; o++) {
+            vf a = acc[0][o];
+            GPRT_UNROLL
+            for (int c = 1; c < C; c++) a += acc[c][o];
+            out[o] = clamp ? vclamp(a, act.lo, act.hi) : a;
+        }
     };
     for (int64_t oh = 0; oh < s.OH; oh++) {
         int64_t ow = 0;
@@ -609,6 +727,7 @@ static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const floa
 size_t conv_workspace(const ConvShape& s, int threads) {
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G;
     if (is_depthwise(s)) {
+        if (dw_flat(s)) return dw_flat_floats(s, threads) * sizeof(float);
         DwPlan d = dw_plan(s);
         size_t per = (size_t)(d.plane + d.grid + 32);
         if (dw_channels_last(s)) per = std::max(per, dw_tile_floats(s));
@@ -655,6 +774,7 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
             Act act) {
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G, Kg = Cg * s.KH * s.KW;
     if (is_depthwise(s)) {
+        if (dw_flat(s)) return dw_flat_run(pool, s, x, w, b, y, act, ws);
         DwPlan d = dw_plan(s);
         int64_t per = d.plane + d.grid + 32;
         int64_t blocks = 0;  // channel blocks of VW done channels-last; the leftover channels one at a time
