@@ -7,6 +7,9 @@
 #include "gprt/gprt.h"
 #include "gprt/vec.h"
 
+#ifndef GPRT_FLATALL
+#define GPRT_FLATALL 0
+#endif
 namespace gprt {
 
 // Register tile: MR rows x NV vectors. Sized so that accumulators + B loads + one broadcast fit the
@@ -477,7 +480,7 @@ struct DwFlat {
 };
 static bool dw_flat(const ConvShape& s) {
     return VW > 1 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.OW == s.W && s.KH == s.KW &&
-           (s.KH == 3 || s.KH == 5) && s.PW < s.KW && s.PH < s.KH && s.OW < 2 * VW;
+           (s.KH == 3 || s.KH == 5) && s.PW < s.KW && s.PH < s.KH && (s.OW < 2 * VW || GPRT_FLATALL);
 }
 static DwFlat dw_flat_plan(const ConvShape& s) {
     DwFlat f;
@@ -527,8 +530,8 @@ static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const fl
     const DwFlat f = dw_flat_plan(s);
     int32_t* masks = (int32_t*)ws;
     for (int64_t kw = 0; kw < s.KW; kw++)
-        for (int64_t q = 0; q < f.Pr; q++) {
-            int64_t c = q % s.W - s.PW + kw;
+        for (int64_t q = 0, col = 0; q < f.Pr; q++, col = col + 1 == s.W ? 0 : col + 1) {  // col = q % W
+            int64_t c = col - s.PW + kw;
             masks[kw * f.Pr + q] = c >= 0 && c < s.W ? -1 : 0;
         }
     float* bufs = ws + s.KW * f.Pr + 16;

@@ -131,12 +131,13 @@ static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t np
     }
 }
 
+// P: the output row stride here; pf_stride: the input row stride of the prefetched next tile.
 template <int NB, int TV, int LDX>
 static void spmm_tile(int64_t M, int64_t P, int64_t npix, const int32_t* counts, const int32_t* incs,
                       const float* values, const float* bias, const float* x, int64_t ldx, float* y, Act act,
-                      const float* pf, int64_t K) {
+                      const float* pf, int64_t K, int64_t pf_stride) {
     Stream s{ldx, x + incs[0] * ldx, incs + 1, values, counts, pf, pf ? K : 0, (K + M / NB) / (M / NB + 1),
-             P, TV * VW};
+             pf_stride, TV * VW};
     bool clamp = act.lo != -kInf || act.hi != kInf;
     int64_t nbr = M / NB;
     if (npix == TV * VW) {
@@ -158,7 +159,8 @@ constexpr int64_t SPMM_KMAX = 512;
 
 template <int NB>
 static void spmm_nb(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
-                    const float* values, const float* bias, const float* x, float* y, Act act) {
+                    const float* values, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
+                    Act act) {
     constexpr int TV = block_tv(NB);
     constexpr int64_t T = TV * VW;
     int64_t full = P / T;
@@ -180,25 +182,32 @@ static void spmm_nb(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
                 npix = tail;
             }
             if (npix == T && K <= SPMM_KMAX) {  // a full tile: read from a contiguous copy (see SPMM_KMAX)
-                for (int64_t k = 0; k < K; k++) std::memcpy(tile + k * T, x + k * P + off, sizeof(float) * T);
+                for (int64_t k = 0; k < K; k++) std::memcpy(tile + k * T, x + k * ldx + off, sizeof(float) * T);
                 const float* next = u + 1 < full ? x + off + T : nullptr;
-                spmm_tile<NB, TV, T>(M, P, npix, counts, incs, values, bias, tile, T, y + off, act, next, K);
+                spmm_tile<NB, TV, T>(M, ldy, npix, counts, incs, values, bias, tile, T, y + off, act, next, K, ldx);
             } else {
-                spmm_tile<NB, TV, 0>(M, P, npix, counts, incs, values, bias, x + off, P, y + off, act, nullptr, 0);
+                spmm_tile<NB, TV, 0>(M, ldy, npix, counts, incs, values, bias, x + off, ldx, y + off, act, nullptr, 0,
+                                     0);
             }
         }
     });
 }
 
-void spmm_block(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
-                const float* values, const float* bias, const float* x, float* y, Act act) {
+void spmm_block_strided(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts,
+                        const int32_t* incs, const float* values, const float* bias, const float* x, int64_t ldx,
+                        float* y, int64_t ldy, Act act) {
     switch (nb) {
-        case 1: spmm_nb<1>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
-        case 2: spmm_nb<2>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
-        case 4: spmm_nb<4>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
-        case 8: spmm_nb<8>(pool, M, K, P, counts, incs, values, bias, x, y, act); break;
+        case 1: spmm_nb<1>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
+        case 2: spmm_nb<2>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
+        case 4: spmm_nb<4>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
+        case 8: spmm_nb<8>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
         default: __builtin_trap();  // the code generator only emits 1, 2, 4 and 8
     }
+}
+
+void spmm_block(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
+                const float* values, const float* bias, const float* x, float* y, Act act) {
+    spmm_block_strided(pool, nb, M, K, P, counts, incs, values, bias, x, P, y, P, act);
 }
 
 // ---- N:M ----
