@@ -656,10 +656,10 @@ static bool conv_few_channels(const ConvShape& s) {
            s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
 }
 
-template <int S, int C>
+template <int S, int C, int OB>
 static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
                           float* y, Act act, int64_t o0) {
-    constexpr int OB = 4, KK = 9;
+    constexpr int KK = 9;
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW;
     const float* wo = w + o0 * C * KK;
@@ -712,19 +712,29 @@ static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* plan
     }
 }
 
-template <int S>
-static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
-                     const float* b, float* y, Act act) {
-    parallel_for(pool, s.OC / 4, [&](int64_t b0, int64_t e0, int) {
+template <int S, int OB>
+static void conv_few_blocks(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
+                            const float* b, float* y, Act act) {
+    parallel_for(pool, s.OC / OB, [&](int64_t b0, int64_t e0, int) {
         for (int64_t ob = b0; ob < e0; ob++) {
             switch (s.C) {
-                case 1: conv_few_rows<S, 1>(s, d, planes, w, b, y, act, ob * 4); break;
-                case 2: conv_few_rows<S, 2>(s, d, planes, w, b, y, act, ob * 4); break;
-                case 3: conv_few_rows<S, 3>(s, d, planes, w, b, y, act, ob * 4); break;
-                default: conv_few_rows<S, 4>(s, d, planes, w, b, y, act, ob * 4); break;
+                case 1: conv_few_rows<S, 1, OB>(s, d, planes, w, b, y, act, ob * OB); break;
+                case 2: conv_few_rows<S, 2, OB>(s, d, planes, w, b, y, act, ob * OB); break;
+                case 3: conv_few_rows<S, 3, OB>(s, d, planes, w, b, y, act, ob * OB); break;
+                default: conv_few_rows<S, 4, OB>(s, d, planes, w, b, y, act, ob * OB); break;
             }
         }
     });
+}
+
+template <int S>
+static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
+                     const float* b, float* y, Act act) {
+    // OB output channels per pass over the input rows: 8 (C x 8 accumulators) where 32 vector registers
+    // hold them, else 4
+    constexpr int OB = VW == 16 ? 8 : 4;
+    if (s.OC % OB || s.C > 3) return conv_few_blocks<S, 4>(pool, s, d, planes, w, b, y, act);
+    conv_few_blocks<S, OB>(pool, s, d, planes, w, b, y, act);
 }
 
 size_t conv_workspace(const ConvShape& s, int threads) {
