@@ -74,7 +74,7 @@ FUSABLE_PRODUCERS = (Op.CONV, Op.LINEAR, Op.ADD)
 # Measured on the pruned MobileNetV2 (benchmarks/RESULTS.md): fusing pays where those tensors spill out of
 # the 2 MB L2 (48 x 112 x 112 expanded: 2.4 MB); below that, bands only add the rows recomputed at
 # their edges and per-band setup.
-BAND_BYTES = 256 * 1024
+BAND_BYTES = 512 * 1024
 FUSE_MIN_BYTES = 3 * 1024 * 1024 // 2
 FUSE_MODES = ("auto", "on", "off")
 
