@@ -656,85 +656,107 @@ static bool conv_few_channels(const ConvShape& s) {
            s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
 }
 
-template <int S, int C, int OB>
-static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
-                          float* y, Act act, int64_t o0) {
+// NV output vectors along the row for OB output channels from column ow of output row oh: every tap
+// loads NV input vectors and OB weight broadcasts for OB * NV FMAs (FMA-bound, not load-bound), and
+// the OB * NV accumulators are independent chains enough to hide the FMA latency.
+template <int S, int C, int OB, int NV>
+static inline void conv_few_vectors(const DwPlan& d, int64_t Wr, const float* planes, const float* wo, const float* b,
+                                    int64_t oh, int64_t ow, vf (&acc)[OB][NV]) {
     constexpr int KK = 9;
-    const bool clamp = act.lo != -kInf || act.hi != kInf;
-    const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW;
-    const float* wo = w + o0 * C * KK;
-    auto one = [&](int64_t oh, int64_t ow, vf* out) {
-        vf acc[C][OB];  // a partial sum per input channel: shorter FMA chains
+    GPRT_UNROLL
+    for (int o = 0; o < OB; o++) {
         GPRT_UNROLL
-        for (int c = 0; c < C; c++) {
-            GPRT_UNROLL
-            for (int o = 0; o < OB; o++) acc[c][o] = c ? vf{} : vbcast(b ? b[o0 + o] : 0.f);
-        }
+        for (int n = 0; n < NV; n++) acc[o][n] = vbcast(b ? b[o] : 0.f);
+    }
+    GPRT_UNROLL
+    for (int c = 0; c < C; c++) {
+        const float* even = planes + c * d.plane;
+        const float* odd = even + d.Hp * Wr;
         GPRT_UNROLL
-        for (int c = 0; c < C; c++) {
-            const float* even = planes + c * d.plane;
-            const float* odd = even + d.Hp * Wr;
+        for (int kh = 0; kh < 3; kh++) {
+            int64_t row = (oh * S + kh) * Wr + ow;
             GPRT_UNROLL
-            for (int kh = 0; kh < 3; kh++) {
-                int64_t row = (oh * S + kh) * Wr + ow;
+            for (int kw = 0; kw < 3; kw++) {
+                const float* src = S == 1 ? even + row + kw : (kw % 2 ? odd : even) + row + kw / 2;
+                vf v[NV];
                 GPRT_UNROLL
-                for (int kw = 0; kw < 3; kw++) {
-                    vf v = S == 1 ? vload(even + row + kw) : vload((kw % 2 ? odd : even) + row + kw / 2);
+                for (int n = 0; n < NV; n++) v[n] = vload(src + n * VW);
+                GPRT_UNROLL
+                for (int o = 0; o < OB; o++) {
+                    vf wv = vbcast(wo[(o * C + c) * KK + kh * 3 + kw]);
                     GPRT_UNROLL
-                    for (int o = 0; o < OB; o++) acc[c][o] += vbcast(wo[(o * C + c) * KK + kh * 3 + kw]) * v;
+                    for (int n = 0; n < NV; n++) acc[o][n] += wv * v[n];
                 }
-            }
-        }
-        GPRT_UNROLL
-        for (int o = 0; o < OB; o++) {
-            vf a = acc[0][o];
-            GPRT_UNROLL
-            for (int c = 1; c < C; c++) a += acc[c][o];
-            out[o] = clamp ? vclamp(a, act.lo, act.hi) : a;
-        }
-    };
-    for (int64_t oh = 0; oh < s.OH; oh++) {
-        int64_t ow = 0;
-        vf acc[OB];
-        for (; ow + VW <= s.OW; ow += VW) {
-            one(oh, ow, acc);
-            GPRT_UNROLL
-            for (int o = 0; o < OB; o++) vstore(y + (o0 + o) * P + oh * s.OW + ow, acc[o]);
-        }
-        if (ow < s.OW) {
-            one(oh, ow, acc);
-            for (int o = 0; o < OB; o++) {
-                float tmp[VW];
-                vstore(tmp, acc[o]);
-                std::memcpy(y + (o0 + o) * P + oh * s.OW + ow, tmp, sizeof(float) * (s.OW - ow));
             }
         }
     }
 }
 
-template <int S, int OB>
-static void conv_few_blocks(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
-                            const float* b, float* y, Act act) {
-    parallel_for(pool, s.OC / OB, [&](int64_t b0, int64_t e0, int) {
-        for (int64_t ob = b0; ob < e0; ob++) {
-            switch (s.C) {
-                case 1: conv_few_rows<S, 1, OB>(s, d, planes, w, b, y, act, ob * OB); break;
-                case 2: conv_few_rows<S, 2, OB>(s, d, planes, w, b, y, act, ob * OB); break;
-                case 3: conv_few_rows<S, 3, OB>(s, d, planes, w, b, y, act, ob * OB); break;
-                default: conv_few_rows<S, 4, OB>(s, d, planes, w, b, y, act, ob * OB); break;
+// NV vectors of OB channels from output column ow on, clamped and stored (the last one partly if the row
+// ends inside it; the plane has slack for its loads)
+template <int S, int C, int OB, int NV>
+static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, const float* planes, const float* wo,
+                           const float* bo, int64_t oh, int64_t ow, float* yr, int64_t P, Act act, bool clamp) {
+    vf acc[OB][NV];
+    conv_few_vectors<S, C, OB, NV>(d, Wr, planes, wo, bo, oh, ow, acc);
+    GPRT_UNROLL
+    for (int o = 0; o < OB; o++) {
+        GPRT_UNROLL
+        for (int n = 0; n < NV; n++) {
+            vf a = clamp ? vclamp(acc[o][n], act.lo, act.hi) : acc[o][n];
+            int64_t at = ow + n * VW;
+            if (at + VW <= s.OW) {
+                vstore(yr + o * P + at, a);
+            } else {
+                float tmp[VW];
+                vstore(tmp, a);
+                std::memcpy(yr + o * P + at, tmp, sizeof(float) * (s.OW - at));
             }
         }
-    });
+    }
+}
+
+template <int S, int C, int OB>
+static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
+                          float* y, Act act, int64_t o0) {
+    // 32 vector registers (AVX-512, NEON) hold 4 x 4 accumulators, 16 (AVX2, wasm) 4 x 2
+#if GPRT_VW == 16 || defined(__aarch64__)
+    constexpr int NV = 4;
+#else
+    constexpr int NV = 2;
+#endif
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW, nvec = (s.OW + VW - 1) / VW;
+    const float* wo = w + o0 * C * 9;
+    const float* bo = b ? b + o0 : nullptr;
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        float* yr = y + o0 * P + oh * s.OW;
+        int64_t v = 0;
+        for (; v + NV <= nvec; v += NV)
+            conv_few_store<S, C, OB, NV>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp);
+        // the rest in one chunk: single vectors would be chains of C * 9 dependent FMAs
+        switch (nvec - v) {
+            case 3: conv_few_store<S, C, OB, 3>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp); break;
+            case 2: conv_few_store<S, C, OB, 2>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp); break;
+            case 1: conv_few_store<S, C, OB, 1>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp); break;
+            default: break;
+        }
+    }
 }
 
 template <int S>
 static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
                      const float* b, float* y, Act act) {
-    // OB output channels per pass over the input rows: 8 (C x 8 accumulators) where 32 vector registers
-    // hold them, else 4
-    constexpr int OB = VW == 16 ? 8 : 4;
-    if (s.OC % OB || s.C > 3) return conv_few_blocks<S, 4>(pool, s, d, planes, w, b, y, act);
-    conv_few_blocks<S, OB>(pool, s, d, planes, w, b, y, act);
+    parallel_for(pool, s.OC / 4, [&](int64_t b0, int64_t e0, int) {
+        for (int64_t ob = b0; ob < e0; ob++) {
+            switch (s.C) {
+                case 1: conv_few_rows<S, 1, 4>(s, d, planes, w, b, y, act, ob * 4); break;
+                case 2: conv_few_rows<S, 2, 4>(s, d, planes, w, b, y, act, ob * 4); break;
+                case 3: conv_few_rows<S, 3, 4>(s, d, planes, w, b, y, act, ob * 4); break;
+                default: conv_few_rows<S, 4, 4>(s, d, planes, w, b, y, act, ob * 4); break;
+            }
+        }
+    });
 }
 
 size_t conv_workspace(const ConvShape& s, int threads) {
