@@ -332,13 +332,25 @@ static void dw_rows_s2(const ConvShape& s, const DwPlan& d, const float* plane, 
     }
 }
 
+// n floats: inline vectors, the last one overlapping the one before (a libc memcpy call per short row
+// cost as much as the copy itself)
+static inline void copy_row(float* dst, const float* src, int64_t n) {
+    if (n < VW) {
+        for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+        return;
+    }
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW) vstore(dst + i, vload(src + i));
+    if (i < n) vstore(dst + n - VW, vload(src + n - VW));
+}
+
 // The channel into the padded plane: rows copied, only the padding (and the slack) zeroed.
 static void fill_plane(const ConvShape& s, const DwPlan& d, const float* x, float* plane) {
     std::fill(plane, plane + s.PH * d.Wp, 0.f);
     for (int64_t h = 0; h < s.H; h++) {
         float* r = plane + (h + s.PH) * d.Wp;
         std::fill(r, r + s.PW, 0.f);
-        std::memcpy(r + s.PW, x + h * s.W, sizeof(float) * s.W);
+        copy_row(r + s.PW, x + h * s.W, s.W);
         std::fill(r + s.PW + s.W, r + d.Wp, 0.f);
     }
     std::fill(plane + (s.H + s.PH) * d.Wp, plane + d.plane, 0.f);
@@ -380,7 +392,8 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
         for (int64_t j = 0; j < lo; j++) edge(j);
         int64_t j = lo;
 #if GPRT_VW > 1
-        for (; j + VW <= hi; j += VW) {  // two vectors of the row -> a vector of even and one of odd columns
+        for (; j < hi && hi - lo >= VW; j += VW) {  // two vectors of the row -> even and odd columns
+            j = std::min(j, hi - VW);  // the last vector overlaps the one before: no scalar tail
             vf a = vload(xr + 2 * j), b = vload(xr + 2 * j + VW);
 #if GPRT_VW == 4
             vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6));
@@ -405,9 +418,13 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
 
 // One (RO = 1) or two (RO = 2, stride 1 only) output rows from output row oh: tap (kh, kw) of output
 // column ow reads padded row oh*S + kh at column ow + kw (stride 2: ow + kw/2 of the even or odd half).
+// A row ending inside a vector: unless these are the channel's last rows (final), that vector is done
+// first and stored whole, running into the next row's first columns, which their own stores then
+// overwrite (rows go down in order, the RO rows of one call top first); a memcpy of the few floats per
+// row cost as much as the row's taps.
 template <int K, int S, int RO>
 static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int64_t oh, int64_t OW, const vf* wv,
-                           float bias, float* y, Act act, bool clamp) {
+                           float bias, float* y, Act act, bool clamp, bool final) {
     int64_t ow = 0;
     auto one = [&](int64_t at, vf* out) {
         // a partial sum per kernel column: one chain of K*K dependent FMAs would bound the loop by latency
@@ -436,13 +453,20 @@ static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int
             out[r] = clamp ? vclamp(a, act.lo, act.hi) : a;
         }
     };
+    const int64_t last = OW - OW % VW;
+    if (last < OW && !final) {
+        vf out[RO];
+        one(last, out);
+        GPRT_UNROLL
+        for (int r = 0; r < RO; r++) vstore(y + r * OW + last, out[r]);
+    }
     for (; ow + VW <= OW; ow += VW) {
         vf out[RO];
         one(ow, out);
         GPRT_UNROLL
         for (int r = 0; r < RO; r++) vstore(y + r * OW + ow, out[r]);
     }
-    if (ow < OW) {  // the last columns: one more vector (the plane has slack for it), partly stored
+    if (ow < OW && final) {  // the last columns: one more vector (the plane has slack for it), partly stored
         vf out[RO];
         one(ow, out);
         GPRT_UNROLL
@@ -464,8 +488,10 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
     for (int i = 0; i < K * K; i++) wv[i] = vbcast(w[i]);
     int64_t oh = 0;
     if (S == 1)
-        for (; oh + 2 <= s.OH; oh += 2) dw_rows<K, S, 2>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp);
-    for (; oh < s.OH; oh++) dw_rows<K, S, 1>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp);
+        for (; oh + 2 <= s.OH; oh += 2)
+            dw_rows<K, S, 2>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp, oh + 2 == s.OH);
+    for (; oh < s.OH; oh++)
+        dw_rows<K, S, 1>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp, oh + 1 == s.OH);
 }
 
 // ---- stride 1 with the output as wide as the input (OW == W): the channel as one flat run of pixels ----
@@ -552,8 +578,94 @@ static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const fl
     });
 }
 
+// ---- stride 2, 3x3, left padding 1: read in place, no plane ----
+// Output column ow reads input columns 2ow-1, 2ow, 2ow+1: two vectors of the input row give the even
+// (2ow) and odd (2ow+1) columns, and the odd columns shifted one lane right, carrying the previous
+// vector's last odd column in (0 at the left edge), give 2ow-1. Rows above or below the image are
+// skipped. The last vectors of a row read past it: into the next row, whose values land only in lanes
+// past OW, when W is even; from a zero-padded copy of the row's end when W is odd (column W is padding)
+// or on the channel's last row (past it may lie the end of the buffer). Replaces the even/odd split of the whole channel (fill_split), which moved every input
+// float once more and took two thirds of the time of the 48 x 112 x 112 layer.
+static bool dw_s2_direct(const ConvShape& s) {
+    return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 2 && s.SW == 2 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
+           s.PH <= 1 && 2 * (s.OW - 1) + 1 <= s.W && s.OW >= VW;
+}
+
+#if GPRT_VW == 4
+#define GPRT_EVEN 0, 2, 4, 6
+#define GPRT_ODD 1, 3, 5, 7
+#define GPRT_SHIFT1 3, 4, 5, 6
+#elif GPRT_VW == 8
+#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#define GPRT_SHIFT1 7, 8, 9, 10, 11, 12, 13, 14
+#elif GPRT_VW == 16
+#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define GPRT_SHIFT1 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
+#endif
+
+static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
+#if GPRT_VW > 1
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    vf wv[9];
+    for (int i = 0; i < 9; i++) wv[i] = vbcast(w[i]);
+    // vectors whose two input vectors lie inside the row
+    const int64_t inside = s.W / (2 * VW);
+    const int64_t nvec = (s.OW + VW - 1) / VW;
+    alignas(64) float edge[2 * VW];
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        const float* rows[3];
+        bool valid[3];
+        for (int kh = 0; kh < 3; kh++) {
+            int64_t ih = oh * 2 - s.PH + kh;
+            valid[kh] = ih >= 0 && ih < s.H;
+            rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
+        }
+        vf carry[3] = {vf{}, vf{}, vf{}};  // the previous vector's odd columns, per kernel row
+        float* yr = y + oh * s.OW;
+        for (int64_t v = 0; v < nvec; v++) {
+            vf acc[3] = {vbcast(bias), vf{}, vf{}};  // a partial sum per kernel column
+            GPRT_UNROLL
+            for (int kh = 0; kh < 3; kh++) {
+                if (!valid[kh]) continue;
+                const float* src = rows[kh] + 2 * v * VW;
+                if (v >= inside && (s.W % 2 || oh * 2 - s.PH + kh == s.H - 1)) {
+                    // past the row's end: the next row's values only fall in lanes past OW (dropped) when
+                    // W is even and a next row exists; else zeros (the right padding) in a copy
+                    int64_t n = std::max<int64_t>(0, std::min<int64_t>(2 * VW, s.W - 2 * v * VW));
+                    for (int64_t i = 0; i < 2 * VW; i++) edge[i] = i < n ? src[i] : 0.f;
+                    src = edge;
+                }
+                vf a = vload(src), b = vload(src + VW);
+                vf even = __builtin_shufflevector(a, b, GPRT_EVEN);
+                vf odd = __builtin_shufflevector(a, b, GPRT_ODD);
+                vf left = __builtin_shufflevector(carry[kh], odd, GPRT_SHIFT1);
+                carry[kh] = odd;
+                acc[0] += wv[kh * 3] * left;
+                acc[1] += wv[kh * 3 + 1] * even;
+                acc[2] += wv[kh * 3 + 2] * odd;
+            }
+            vf out = acc[0] + acc[1] + acc[2];
+            if (clamp) out = vclamp(out, act.lo, act.hi);
+            int64_t at = v * VW;
+            if (at + VW <= s.OW || oh + 1 < s.OH) {
+                vstore(yr + at, out);  // past the row's end: the next row's first columns, stored after this
+            } else {
+                float tmp[VW];
+                vstore(tmp, out);
+                for (int64_t i = 0; i < s.OW - at; i++) yr[at + i] = tmp[i];
+            }
+        }
+    }
+#else
+    (void)s, (void)x, (void)w, (void)bias, (void)y, (void)act;
+#endif
+}
+
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
                               float* y, Act act, float* plane, float* grid) {
+    if (dw_s2_direct(s)) return dw_s2_direct_channel(s, x, w, bias, y, act);
     if (dw_rowwise(s)) {
         if (s.SW == 2)
             fill_split(s, d, x, plane, plane + d.Hp * (d.Wp / 2));  // (and the slack the last vectors read)
