@@ -7,9 +7,6 @@
 #include "gprt/gprt.h"
 #include "gprt/vec.h"
 
-#ifndef GPRT_FLATALL
-#define GPRT_FLATALL 0
-#endif
 namespace gprt {
 
 // Register tile: MR rows x NV vectors. Sized so that accumulators + B loads + one broadcast fit the
@@ -494,7 +491,7 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
         dw_rows<K, S, 1>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp, oh + 1 == s.OH);
 }
 
-// ---- stride 1 with the output as wide as the input (OW == W): the channel as one flat run of pixels ----
+// ---- stride 1, "same" width (OW == W, PW = K / 2): the channel as one flat run of pixels ----
 // Output pixel q = oh*W + ow reads input q + (kh-PH)*W + (kw-PW) for every tap: linear in q across rows,
 // so whole vectors run over row boundaries with no per-row setup, straight into y (14x14 or 28x28 rows
 // fill one vector badly). Rows above and below the image read zero guards around a contiguous copy of
@@ -506,7 +503,7 @@ struct DwFlat {
 };
 static bool dw_flat(const ConvShape& s) {
     return VW > 1 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.OW == s.W && s.KH == s.KW &&
-           (s.KH == 3 || s.KH == 5) && s.PW < s.KW && s.PH < s.KH && (s.OW < 2 * VW || GPRT_FLATALL);
+           (s.KH == 3 || s.KH == 5) && s.PW == s.KW / 2 && s.PH < s.KH && s.OW < 2 * VW;
 }
 static DwFlat dw_flat_plan(const ConvShape& s) {
     DwFlat f;
@@ -521,32 +518,35 @@ static size_t dw_flat_floats(const ConvShape& s, int threads) {
     return (size_t)(s.KW * f.Pr + 16 + threads * (f.span + 16));
 }
 
-template <int K>
+template <int K, int PW>
 static void dw_flat_channel(const ConvShape& s, const DwFlat& f, const float* x, const int32_t* masks,
                             const float* w, float bias, float* y, Act act, bool clamp) {
-    const int64_t W = s.W, P = s.OH * s.OW;
+    const int64_t P = s.OH * s.OW, Pr = f.Pr;
+    int64_t off[K];  // kernel row kh, column 0 of output pixel q reads x[q + off[kh]]
+    for (int kh = 0; kh < K; kh++) off[kh] = (kh - s.PH) * s.W - PW;
     vf wv[K * K];
     for (int i = 0; i < K * K; i++) wv[i] = vbcast(w[i]);
-    for (int64_t q = 0; q < f.Pr; q += VW) {
+    const vf vb = vbcast(bias);
+    for (int64_t q = 0; q < Pr; q += VW) {
         vf col[K];
         GPRT_UNROLL
         for (int kw = 0; kw < K; kw++) col[kw] = vf{};
         GPRT_UNROLL
         for (int kh = 0; kh < K; kh++) {
-            const float* r = x + q + (kh - s.PH) * W - s.PW;
+            const float* r = x + q + off[kh];
             GPRT_UNROLL
             for (int kw = 0; kw < K; kw++) col[kw] += wv[kh * K + kw] * vload(r + kw);
         }
-        vf acc = vbcast(bias);
+        vf acc = vb;
         GPRT_UNROLL
-        for (int kw = 0; kw < K; kw++) acc += kw == s.PW ? col[kw] : vmask(col[kw], masks + kw * f.Pr + q);
+        for (int kw = 0; kw < K; kw++) acc += kw == PW ? col[kw] : vmask(col[kw], masks + kw * Pr + q);
         if (clamp) acc = vclamp(acc, act.lo, act.hi);
         if (q + VW <= P) {
             vstore(y + q, acc);
         } else {
             float tmp[VW];
             vstore(tmp, acc);
-            std::memcpy(y + q, tmp, sizeof(float) * (P - q));
+            for (int64_t i = 0; i < P - q; i++) y[q + i] = tmp[i];
         }
     }
 }
@@ -570,10 +570,13 @@ static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const fl
         for (int64_t nc = b0; nc < e0; nc++) {
             int64_t c = nc % s.C;
             std::memcpy(buf + f.front, x + nc * HW, sizeof(float) * HW);
+            const float* xc = buf + f.front;
+            const float bc = b ? b[c] : 0.f;
+            float* yc = y + nc * P;
             if (s.KH == 3)
-                dw_flat_channel<3>(s, f, buf + f.front, masks, w + c * 9, b ? b[c] : 0.f, y + nc * P, act, clamp);
+                dw_flat_channel<3, 1>(s, f, xc, masks, w + c * 9, bc, yc, act, clamp);
             else
-                dw_flat_channel<5>(s, f, buf + f.front, masks, w + c * 25, b ? b[c] : 0.f, y + nc * P, act, clamp);
+                dw_flat_channel<5, 2>(s, f, xc, masks, w + c * 25, bc, yc, act, clamp);
         }
     });
 }
