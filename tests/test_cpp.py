@@ -402,7 +402,10 @@ def test_missing_toolchain_names_the_package(monkeypatch):
 def test_cli_compile(tmp_path, capsys):
     hostile_onnx(tmp_path / "m.onnx")
     assert (
-        main(["compile", str(tmp_path / "m.onnx"), "--target", "host", "-o", str(tmp_path / "b"), "--threads", "2"])
+        main(
+            ["compile", str(tmp_path / "m.onnx"), "--target", "host", "-o", str(tmp_path / "b"), "--threads", "2"]
+            + ["--fuse", "on"]
+        )
         == 0
     )
     assert (tmp_path / "b" / "runner").is_file() and (tmp_path / "b" / "libmodel.so").is_file()

@@ -212,6 +212,7 @@ class Lowering:
             for v in n.inputs:
                 self.users[id(v)] = self.users.get(id(v), 0) + 1
         self.outputs = {id(v) for v in graph.outputs}
+        self.pos = {id(n): i for i, n in enumerate(graph.nodes)}  # topological position of every node
 
     # ---- storage ----
     def ptr(self, v: Value) -> str:
@@ -357,12 +358,12 @@ class Lowering:
         user = self.sole_consumer(p_out)
         if p_actnode is None and user is not None and user.op is Op.ADD:
             other = [v for v in user.inputs if v is not p_out]
-            pos = {id(n): i for i, n in enumerate(self.g.nodes)}
             if (
                 len(other) == 1
                 and not other[0].is_const
                 and other[0].type == p_out.type
-                and (other[0].producer is None or pos[id(other[0].producer)] < pos[id(node)])
+                # computed before the chain's step (the step sits where its first node was)
+                and (other[0].producer is None or self.pos[id(other[0].producer)] < self.pos[id(node)])
             ):
                 res, add = other[0], user
                 r_act, out, r_actnode = self.peek_act(add)
