@@ -239,13 +239,18 @@ def test_fused_chains_host(sparse, band_bytes, threads, tmp_path, monkeypatch):
 
 
 def test_fused_auto_only_where_tensors_spill(tmp_path):
-    """"auto" leaves small chains unfused (they stay in cache anyway); "off" never fuses."""
+    """"auto" leaves small chains unfused (they stay in cache anyway); "off" never fuses; "on" gives the
+    same bytes for the same graph."""
     g, _ = fused_model()
     for fuse in ("auto", "off"):
         files, _ = cpp.generate_files(g, fuse=fuse)
         assert b"fused_block(" not in files["model.cpp"]
     with pytest.raises(gp.GraphpruneError, match="fuse='yes'"):
         cpp.generate_files(g, fuse="yes")
+    # fused code is deterministic too: the same graph gives byte-identical files
+    first, _ = cpp.generate_files(g, fuse="on", sparse="block4")
+    again, _ = cpp.generate_files(fused_model()[0], fuse="on", sparse="block4")
+    assert first == again and first["model.cpp"].count(b"fused_block(") == 3
 
 
 @pytest.mark.slow
