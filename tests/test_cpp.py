@@ -161,14 +161,16 @@ def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
             self.flat5 = torch.nn.Conv2d(24, 24, 5, padding=2, groups=24)
             self.dw_small3 = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
             self.flat3b = torch.nn.Conv2d(24, 24, 3, padding=1, groups=24)
+            self.few2 = torch.nn.Conv2d(2, 8, 3, padding=1)  # the few-channel kernel, stride 1, C = 2
 
         def forward(self, x):
+            few = self.few2(x[:, :2])
             x = torch.nn.functional.relu6(self.stem(x))  # 8 x 20 x 66
             x = self.dw5(torch.relu(self.dw1(x)))
             x = self.pw(torch.nn.functional.relu6(self.dw2(x)))  # 24 x 10 x 33
             x = self.dw_small2(torch.relu(self.dw_small(x)))  # 24 x 3 x 9
             x = self.flat5(torch.relu(self.flat3(x)))
-            return self.flat3b(self.dw_small3(x))  # 24 x 2 x 5
+            return self.flat3b(self.dw_small3(x)), few  # 24 x 2 x 5
 
     torch.manual_seed(0)
     x = torch.randn(1, 3, 40, 132)

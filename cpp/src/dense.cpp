@@ -771,20 +771,22 @@ static bool conv_few_channels(const ConvShape& s) {
            s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
 }
 
-// NV output vectors along the row for OB output channels from column ow of output row oh: every tap
-// loads NV input vectors and OB weight broadcasts for OB * NV FMAs (FMA-bound, not load-bound), and
-// the OB * NV accumulators are independent chains enough to hide the FMA latency.
-template <int S, int C, int OB, int NV>
-static inline void conv_few_vectors(const DwPlan& d, int64_t Wr, const float* planes, const float* wo, const float* b,
-                                    int64_t oh, int64_t ow, vf (&acc)[OB][NV]) {
-    constexpr int KK = 9;
+// NV output vectors along the row for 4 output channels from column ow of output row oh, clamped and
+// stored: every tap loads NV input vectors and 4 weight broadcasts for 4 * NV FMAs (FMA-bound, not
+// load-bound), and the 4 * NV accumulators are independent chains enough to hide the FMA latency.
+// C_: the input channels when compile-time (3, RGB), 0 to take them from s.
+template <int S, int NV, int C_>
+static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, const float* planes, const float* wo,
+                           const float* bo, int64_t oh, int64_t ow, float* yr, int64_t P, Act act, bool clamp) {
+    constexpr int OB = 4;
+    const int64_t C = C_ ? C_ : s.C;
+    vf acc[OB][NV];
     GPRT_UNROLL
     for (int o = 0; o < OB; o++) {
         GPRT_UNROLL
-        for (int n = 0; n < NV; n++) acc[o][n] = vbcast(b ? b[o] : 0.f);
+        for (int n = 0; n < NV; n++) acc[o][n] = vbcast(bo ? bo[o] : 0.f);
     }
-    GPRT_UNROLL
-    for (int c = 0; c < C; c++) {
+    auto channel = [&](int64_t c) {
         const float* even = planes + c * d.plane;
         const float* odd = even + d.Hp * Wr;
         GPRT_UNROLL
@@ -798,78 +800,63 @@ static inline void conv_few_vectors(const DwPlan& d, int64_t Wr, const float* pl
                 for (int n = 0; n < NV; n++) v[n] = vload(src + n * VW);
                 GPRT_UNROLL
                 for (int o = 0; o < OB; o++) {
-                    vf wv = vbcast(wo[(o * C + c) * KK + kh * 3 + kw]);
+                    vf wv = vbcast(wo[(o * C + c) * 9 + kh * 3 + kw]);
                     GPRT_UNROLL
                     for (int n = 0; n < NV; n++) acc[o][n] += wv * v[n];
                 }
             }
         }
+    };
+    if (C_) {
+        GPRT_UNROLL
+        for (int c = 0; c < C_; c++) channel(c);
+    } else {
+        for (int64_t c = 0; c < C; c++) channel(c);  // not unrolled: a runtime count would multiply the code
     }
-}
-
-// NV vectors of OB channels from output column ow on, clamped and stored (the last one partly if the row
-// ends inside it; the plane has slack for its loads)
-template <int S, int C, int OB, int NV>
-static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, const float* planes, const float* wo,
-                           const float* bo, int64_t oh, int64_t ow, float* yr, int64_t P, Act act, bool clamp) {
-    vf acc[OB][NV];
-    conv_few_vectors<S, C, OB, NV>(d, Wr, planes, wo, bo, oh, ow, acc);
     GPRT_UNROLL
     for (int o = 0; o < OB; o++) {
         GPRT_UNROLL
-        for (int n = 0; n < NV; n++) {
-            vf a = clamp ? vclamp(acc[o][n], act.lo, act.hi) : acc[o][n];
-            int64_t at = ow + n * VW;
-            if (at + VW <= s.OW) {
-                vstore(yr + o * P + at, a);
-            } else {
-                float tmp[VW];
-                vstore(tmp, a);
-                std::memcpy(yr + o * P + at, tmp, sizeof(float) * (s.OW - at));
-            }
-        }
+        for (int n = 0; n < NV; n++)
+            vstore(yr + o * P + ow + n * VW, clamp ? vclamp(acc[o][n], act.lo, act.hi) : acc[o][n]);
     }
 }
 
-template <int S, int C, int OB>
+// Chunks of NV vectors along each output row; the last chunk ends at the row's end, overlapping the one
+// before (its columns computed twice, to the same values), so no single-vector chains and no partial
+// stores. The row is at least NV vectors wide (conv_few_channels asks 2).
+template <int S, int NV, int C_>
 static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
                           float* y, Act act, int64_t o0) {
-    // 32 vector registers (AVX-512, NEON) hold 4 x 4 accumulators, 16 (AVX2, wasm) 4 x 2
-#if GPRT_VW == 16 || defined(__aarch64__)
-    constexpr int NV = 4;
-#else
-    constexpr int NV = 2;
-#endif
     const bool clamp = act.lo != -kInf || act.hi != kInf;
-    const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW, nvec = (s.OW + VW - 1) / VW;
-    const float* wo = w + o0 * C * 9;
+    const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW, chunk = NV * VW;
+    const float* wo = w + o0 * s.C * 9;
     const float* bo = b ? b + o0 : nullptr;
     for (int64_t oh = 0; oh < s.OH; oh++) {
         float* yr = y + o0 * P + oh * s.OW;
-        int64_t v = 0;
-        for (; v + NV <= nvec; v += NV)
-            conv_few_store<S, C, OB, NV>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp);
-        // the rest in one chunk: single vectors would be chains of C * 9 dependent FMAs
-        switch (nvec - v) {
-            case 3: conv_few_store<S, C, OB, 3>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp); break;
-            case 2: conv_few_store<S, C, OB, 2>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp); break;
-            case 1: conv_few_store<S, C, OB, 1>(s, d, Wr, planes, wo, bo, oh, v * VW, yr, P, act, clamp); break;
-            default: break;
-        }
+        for (int64_t ow = 0; ow < s.OW; ow += chunk)
+            conv_few_store<S, NV, C_>(s, d, Wr, planes, wo, bo, oh, std::min(ow, s.OW - chunk), yr, P, act, clamp);
     }
 }
 
 template <int S>
 static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
                      const float* b, float* y, Act act) {
+    // 32 vector registers (AVX-512, NEON) hold 4 x 4 accumulators, 16 (AVX2, wasm) 4 x 2
+#if GPRT_VW == 16 || defined(__aarch64__)
+    const bool wide = s.OW >= 4 * VW;
+#else
+    const bool wide = false;
+#endif
     parallel_for(pool, s.OC / 4, [&](int64_t b0, int64_t e0, int) {
         for (int64_t ob = b0; ob < e0; ob++) {
-            switch (s.C) {
-                case 1: conv_few_rows<S, 1, 4>(s, d, planes, w, b, y, act, ob * 4); break;
-                case 2: conv_few_rows<S, 2, 4>(s, d, planes, w, b, y, act, ob * 4); break;
-                case 3: conv_few_rows<S, 3, 4>(s, d, planes, w, b, y, act, ob * 4); break;
-                default: conv_few_rows<S, 4, 4>(s, d, planes, w, b, y, act, ob * 4); break;
-            }
+            if (wide && s.C == 3)
+                conv_few_rows<S, 4, 3>(s, d, planes, w, b, y, act, ob * 4);
+            else if (wide)
+                conv_few_rows<S, 4, 0>(s, d, planes, w, b, y, act, ob * 4);
+            else if (s.C == 3)
+                conv_few_rows<S, 2, 3>(s, d, planes, w, b, y, act, ob * 4);
+            else
+                conv_few_rows<S, 2, 0>(s, d, planes, w, b, y, act, ob * 4);
         }
     });
 }

@@ -167,12 +167,10 @@ static void spmm_tile(int64_t M, int64_t P, int64_t npix, const int32_t* counts,
 // SPMM_KMAX: read in place, input rows P floats apart fall into a few L1 sets (P = 3136 puts every 16th
 // row on the same 4 KB offset) and evict each other while the nonzeros of every output row walk them.
 // The last tile of a layer is zero-padded there, so it runs the full-tile kernel and stores only its
-// pixels. The copy takes at most SPMM_TILE bytes of stack (spmm_pick narrows the tile of a wide layer).
-// Measured on 256 channels: 64-pixel tiles (64 KB, in L2) beat 32-pixel ones that fit L1 (0.61 against
-// 0.80 ms for CSR at 90%) and 128-pixel ones (0.75 ms): the per-row setup and the FMAs per loaded weight
-// weigh more than L1 misses.
+// pixels. Measured on 256 channels: 64-pixel tiles (64 KB, in L2) beat 32-pixel ones that fit L1 (0.61
+// against 0.80 ms for CSR at 90%) and 128-pixel ones (0.75 ms): the per-row setup and the FMAs per
+// loaded weight weigh more than L1 misses.
 constexpr int64_t SPMM_KMAX = 512;
-constexpr int64_t SPMM_TILE = SPMM_KMAX * 64 * sizeof(float);  // 128 KB
 
 template <int NB, int TV>
 static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
@@ -185,7 +183,7 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
     int64_t rest = P - full * T, vecs = copy ? 0 : rest / VW, tail = copy ? rest : rest % VW;
     int64_t units = full + vecs + (tail ? 1 : 0);
     parallel_for(pool, units, [&](int64_t b, int64_t e, int) {
-        alignas(64) float tile[SPMM_TILE / sizeof(float)];  // K * T fits (spmm_pick), or K * VW with K <= 512
+        alignas(64) float tile[SPMM_KMAX * T];
         for (int64_t u = b; u < e; u++) {
             int64_t off, npix;
             if (u < full) {
@@ -221,22 +219,11 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
     });
 }
 
-// The widest tile up to TV vectors whose copy fits SPMM_TILE (at least one vector).
-template <int NB, int TV>
-static void spmm_pick(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
-                      const float* values, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
-                      Act act) {
-    if (TV == 1 || K * TV * VW * (int64_t)sizeof(float) <= SPMM_TILE)
-        spmm_tv<NB, TV>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act);
-    else
-        spmm_pick<NB, (TV > 1 ? TV / 2 : 1)>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act);
-}
-
 template <int NB>
 static void spmm_nb(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                     const float* values, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
                     Act act) {
-    spmm_pick<NB, block_tv(NB)>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act);
+    spmm_tv<NB, block_tv(NB)>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act);
 }
 
 void spmm_block_strided(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts,
