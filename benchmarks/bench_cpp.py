@@ -423,17 +423,26 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   changed: (1) fused chains: [1x1 expand] -> depthwise -> 1x1 project [+ residual add] run as one kernel
   (gprt::fused_block), one band of output rows at a time, the band's expanded and depthwise rows in a
   512 KB workspace that stays in L2; the code generator fuses a chain where its expanded and depthwise
-  tensors exceed 1.5 MB, here the first two expand blocks (275 -> 209 us and 164 -> 146 us in one
-  interleaved profile); fusing the smaller blocks as well made each of them 5 to 15 us slower (rows
-  recomputed at band edges, per-band setup); (2) depthwise: a partial sum per kernel column (one chain of
-  9 dependent FMAs bounded the row kernels by latency), a flat kernel for stride 1 on narrow images
-  (28x28, 14x14, 7x7: the channel as one run of pixels, edge taps masked; 34 -> 18 us on 192 x 14 x 14),
-  vector deinterleave for stride 2; (3) the sparse kernels' padded last tile (above: the 7x7 blocks'
-  1x1 layers about 40% faster); (4) a vector global average pool (19 -> 4 us); (5) 8 output channels per
-  pass in the stem. After them the profile sums to 1.31 ms; by perf samples the 4x1-block sparse kernel
-  takes 33%, the depthwise kernels with their plane copies about 36%, the stem 7% (its 27 x 8 weight
-  broadcasts are one load per FMA) and the classifier's 640 x 1000 GEMV (2.5 MB of weights read per
-  run) 6%. 2x onnxruntime (about 1.1 ms) needs roughly a further 0.2 to 0.3 ms.
+  tensors exceed 1.5 MB, here the first two expand blocks (172 -> 136 us and 148 -> 138 us in one
+  interleaved profile, after (2)-(6)); fusing the smaller blocks as well made each of them 5 to 15 us
+  slower (rows recomputed at band edges, per-band setup); (2) stride-2 3x3 depthwise read in place
+  (even and odd columns from two row vectors, the left tap a lane shift): the even/odd split of every
+  channel had taken two thirds of the 48 x 112 x 112 layer; the block 215 -> 137 us, the 56 x 56 one
+  102 -> 57 us; (3) depthwise row kernels: a partial sum per kernel column (one chain of 9 dependent
+  FMAs bounded them by latency), vector row copies into the padded plane, no memcpy per row for the
+  last partial vector; a flat kernel for stride 1 on narrow images (28x28, 14x14, 7x7: the channel as
+  one run of pixels, edge taps masked; 34 -> 18 us on 192 x 14 x 14); (4) the sparse kernels' padded
+  last tile (above: the 7x7 blocks' 1x1 layers about 40% faster); (5) a vector global average pool
+  (19 -> 4 us); (6) the stem: 4 channels x 4 vectors per step. After them the profile sums to about
+  1.20 ms (the whole run takes longer: the layers do not start with their data in cache); by perf
+  samples the 4x1-block sparse kernel takes 35% (on 8 to 16 input channels its output stores and
+  per-row setup, not its FMAs, bound it), the depthwise kernels with their plane copies about 35%, the
+  stem 11% and the classifier's 640 x 1000 GEMV (2.5 MB of weights read per run) 6%. 2x onnxruntime
+  needs roughly a further 0.2 ms; the next steps would be the stride-1 depthwise read in place (no
+  plane copy) and the stem without its even/odd split.
+- CSR at 90%: 4.33 to 4.47x onnxruntime over three full runs of this script today, short of 4.5x by
+  about the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
+  close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.
 - onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
   Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
   investigated.
