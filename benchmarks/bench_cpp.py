@@ -233,23 +233,30 @@ def whole_model(reps: int) -> tuple[str, dict[str, float]]:
     rows = ["| Build | Threads | ms | vs onnxruntime (pruned ONNX) |", "|---|---|---|---|"]
     timers: dict[str, Callable[[], float]] = {}
     nsparse = 0
+    builds = (("off", "auto"), ("unfused", "off"), ("auto", "auto"))  # (key, fuse); key "off": dense kernels
+    nfused = 0
     for threads in (1, 2):
         timers[f"ort{threads}"] = ort_timer(g, xs[0], threads, reps)
-        for sparse in ("off", "auto"):
-            art = build(g, f"mnv2-{sparse}-{threads}", sparse=sparse, threads=threads)
-            err = max(float(np.abs(o - r).max()) for o, r in zip(art.run(*xs), ref, strict=True))
-            assert err < 1e-3, err
+        for key, fuse in builds:
+            sparse = "off" if key == "off" else "auto"
+            art = build(g, f"mnv2-{key}-{threads}", sparse=sparse, threads=threads, fuse=fuse)
+            # relative to the output's scale: the pruned, randomly initialised model's logits are tiny
+            scale = max(float(np.abs(r).max()) for r in ref)
+            err = max(float(np.abs(o - r).max()) for o, r in zip(art.run(*xs), ref, strict=True)) / scale
+            assert err < 1e-4, err
             nsparse = max(nsparse, len(art.sparse_layers))
-            timers[f"{sparse}{threads}"] = lambda art=art: time_artifact(art, xs, reps)
+            nfused = max(nfused, (art.out_dir / "model.cpp").read_text().count("gprt::fused_block("))
+            timers[f"{key}{threads}"] = lambda art=art: time_artifact(art, xs, reps)
     figures = interleaved(timers, ROUNDS)
     for threads in (1, 2):
         t_ort = figures[f"ort{threads}"]
         rows.append(f"| onnxruntime, pruned ONNX with the same zeros | {threads} | {t_ort * 1e3:.2f} | 1.00x |")
-        for label, sparse in (
+        for label, key in (
             ("graphprune cpp, dense kernels", "off"),
-            (f"graphprune cpp, sparse where measured faster ({nsparse} layers)", "auto"),
+            (f"graphprune cpp, sparse where measured faster ({nsparse} layers), no fused chains", "unfused"),
+            (f"graphprune cpp, sparse where measured faster, {nfused} chains fused (default)", "auto"),
         ):
-            t = figures[f"{sparse}{threads}"]
+            t = figures[f"{key}{threads}"]
             rows.append(f"| {label} | {threads} | {t * 1e3:.2f} | {t_ort / t:.2f}x |")
     return "\n".join(rows), figures
 
@@ -395,10 +402,13 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
 - The machine is shared (load average {load_before} before and {load_after} after this run, on its 2
   cores): one kernel measured minutes apart varies by up to 2x, so the candidates of one table are
   measured in interleaved rounds; compare within a table.
-- Sparse kernels read each full pixel tile (64 pixels for CSR and 4x1 blocks, 32 for 8x1 blocks and 2:4
+- Sparse kernels read each pixel tile (64 pixels for CSR and 4x1 blocks, 32 for 8x1 blocks and 2:4
   on AVX-512) from a contiguous copy: in place, input rows P = 3136 floats apart fall into a few L1 sets
   and evict each other (every 16th row shares a 4 KB offset), which halved the kernels' speed and made
-  them swing with the load of the machine's other jobs.
+  them swing with the load of the machine's other jobs. The last tile of a layer is zero-padded in the
+  copy and runs the full-tile kernel (7x7 and 14x14 layers had a scalar tail before). Tiles narrow
+  enough for the copy to stay in L1 (32 pixels) were slower (CSR 90%: 0.80 against 0.61 ms), and so were
+  128-pixel CSR tiles (0.75 ms) and software prefetch of the rows a few nonzeros ahead.
 - Two threads: the second core was mostly busy with other jobs (two plain std::threads ran one after the
   other at those moments), so the 2-thread figures understate the scaling of the pool.
 - Dense: the gprt GEMM (8x3 AVX-512 register tile, packed panels) runs at OpenBLAS and onnxruntime speed
@@ -406,11 +416,33 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
 - 2:4: four output rows at a time over the 32-pixel tile (8 independent accumulators); each kept weight
   is one broadcast and two L1 loads for two FMAs, so it does half of dense's FMAs at about the same
   cost per FMA.
-- Whole model: per-layer profile (an instrumented build, per-layer minima): the stem and the depthwise
-  convs took two thirds of the sparse artifact's time before the few-channel direct stem, the depthwise
-  row kernels and the channels-last depthwise on 7x7; after them they still take about 60% (1.05 of
-  1.77 ms), the largest the stride-2 depthwise on 48 x 112 x 112, which reads its 2.4 MB input from L3,
-  and the sparse 1x1 layers about a third.
+- Whole model: per-layer profile (an instrumented build of the generated model.cpp with a timer around
+  every step, per-step minima of 300 runs, 1 thread, sparse auto). Before this round it summed to
+  1.71 ms: the stem 129 us, the depthwise layers about half, the block on 48 x 112 x 112 (expand,
+  stride-2 depthwise, project) 268 us, its 2.4 MB expanded tensor written to L3 and read back. What
+  changed: (1) fused chains: [1x1 expand] -> depthwise -> 1x1 project [+ residual add] run as one kernel
+  (gprt::fused_block), one band of output rows at a time, the band's expanded and depthwise rows in a
+  512 KB workspace that stays in L2; the code generator fuses a chain where its expanded and depthwise
+  tensors exceed 1.5 MB, here the first two expand blocks (172 -> 136 us and 148 -> 138 us in one
+  interleaved profile, after (2)-(6)); fusing the smaller blocks as well made each of them 5 to 15 us
+  slower (rows recomputed at band edges, per-band setup); (2) stride-2 3x3 depthwise read in place
+  (even and odd columns from two row vectors, the left tap a lane shift): the even/odd split of every
+  channel had taken two thirds of the 48 x 112 x 112 layer; the block 215 -> 137 us, the 56 x 56 one
+  102 -> 57 us; (3) depthwise row kernels: a partial sum per kernel column (one chain of 9 dependent
+  FMAs bounded them by latency), vector row copies into the padded plane, no memcpy per row for the
+  last partial vector; a flat kernel for stride 1 on narrow images (28x28, 14x14, 7x7: the channel as
+  one run of pixels, edge taps masked; 34 -> 18 us on 192 x 14 x 14); (4) the sparse kernels' padded
+  last tile (above: the 7x7 blocks' 1x1 layers about 40% faster); (5) a vector global average pool
+  (19 -> 4 us); (6) the stem: 4 channels x 4 vectors per step. After them the profile sums to about
+  1.20 ms (the whole run takes longer: the layers do not start with their data in cache); by perf
+  samples the 4x1-block sparse kernel takes 35% (on 8 to 16 input channels its output stores and
+  per-row setup, not its FMAs, bound it), the depthwise kernels with their plane copies about 35%, the
+  stem 11% and the classifier's 640 x 1000 GEMV (2.5 MB of weights read per run) 6%. 2x onnxruntime
+  needs roughly a further 0.2 ms; the next steps would be the stride-1 depthwise read in place (no
+  plane copy) and the stem without its even/odd split.
+- CSR at 90%: 4.33 to 4.47x onnxruntime over three full runs of this script today, short of 4.5x by
+  about the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
+  close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.
 - onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
   Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
   investigated.

@@ -328,6 +328,7 @@ def compile(
     threads: int = 1,
     weights: str = "embed",
     sparse: str = "auto",
+    fuse: str = "auto",
 ) -> Any:
     """Build a deployable library and runner for `graph` into out_dir; returns an artifact whose
     `.run(*arrays)` executes it (host: in process; aarch64: under qemu-user; wasm32: under node).
@@ -335,9 +336,13 @@ def compile(
     backend "cpp": target "host" | "aarch64" | "wasm32"; weights "embed" (in the library) or "bin"
     (model_weights.bin beside it); sparse "auto" makes each 1x1 conv and linear dense or sparse by the
     measured break-even table, "off" keeps all dense, a format name ("csr", "block4", "block8", "nm2:4")
-    forces it wherever it applies."""
+    forces it wherever it applies; fuse "auto" computes [1x1 expand] -> depthwise -> 1x1 project
+    [+ residual] chains (inverted-residual blocks) in bands of rows that stay in cache where their
+    tensors would not, "on" wherever such a chain is, "off" never."""
     if backend != "cpp":
         raise ExportError(f"backend {backend!r}: compile supports backend='cpp'")
     from graphprune.backends import cpp
 
-    return cpp.compile(graph, target=target, out_dir=out_dir, threads=threads, weights=weights, sparse=sparse)
+    return cpp.compile(
+        graph, target=target, out_dir=out_dir, threads=threads, weights=weights, sparse=sparse, fuse=fuse
+    )

@@ -332,7 +332,7 @@ def _compile(args: argparse.Namespace) -> int:
         raise GraphpruneError(f"{out}: exists and is not a folder; -o takes the folder to build into")
     graph = load_model(args.model)
     art = api.compile(graph, args.backend, target=args.target, out_dir=out, threads=args.threads,
-                      weights=args.weights, sparse=args.sparse)
+                      weights=args.weights, sparse=args.sparse, fuse=args.fuse)
     sparse = ", ".join(f"{k}: {v}" for k, v in sorted(art.sparse_layers.items())) or "none"
     built = "model.wasm, model.mjs" if args.target == "wasm32" else "libmodel.a, libmodel.so, runner"
     print(f"built {args.target} in {out}: model.h, model.cpp, {built}, CMakeLists.txt")
@@ -547,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sparse", choices=("auto", "off", "csr", "block4", "block8", "nm2:4"), default="auto",
                    help="auto (default): dense or sparse per 1x1 conv / linear from the measured break-even "
                         "table; off: all dense; a format: forced wherever it applies")
+    c.add_argument("--fuse", choices=("auto", "on", "off"), default="auto",
+                   help="auto (default): [1x1 expand] -> depthwise -> 1x1 project [+ residual] chains whose "
+                        "tensors would not stay in cache run as one kernel over bands of rows; on: every such "
+                        "chain; off: none")
     c.set_defaults(func=_compile)
     return p
 

@@ -154,8 +154,10 @@ def sparse_model(kind: str, cout: int = 36) -> tuple[gp.Graph, list[np.ndarray]]
 def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
     """The dense conv kernels' special paths on shapes that reach them with AVX-512 vectors (and with
     4-wide ones): the few-channel stem (3x3, stride 2), depthwise row kernels (3x3 and 5x5, stride 1
-    and 2, odd widths: partial last vectors) and the channels-last depthwise of small images (24
-    channels: a block of 16 and 8 left over)."""
+    and 2, odd widths: partial last vectors; stride 2 read in place from an even width, 66, and an odd
+    one, 33), the channels-last depthwise of small images (24
+    channels: a block of 16 and 8 left over) and the flat stride-1 depthwise of narrow images (3x3 and
+    5x5, rows of 9 and of 5 pixels, fewer rows than the kernel has: masked taps and zero guards)."""
     import torch
 
     class M(torch.nn.Module):
@@ -168,15 +170,23 @@ def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
             self.pw = torch.nn.Conv2d(8, 24, 1)
             self.dw_small = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
             self.dw_small2 = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
+            self.flat3 = torch.nn.Conv2d(24, 24, 3, padding=1, groups=24)
+            self.flat5 = torch.nn.Conv2d(24, 24, 5, padding=2, groups=24)
+            self.dw_small3 = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
+            self.flat3b = torch.nn.Conv2d(24, 24, 3, padding=1, groups=24)
+            self.few2 = torch.nn.Conv2d(2, 8, 3, padding=1)  # the few-channel kernel, stride 1, C = 2
 
         def forward(self, x):
-            x = torch.nn.functional.relu6(self.stem(x))  # 8 x 20 x 65
+            few = self.few2(x[:, :2])
+            x = torch.nn.functional.relu6(self.stem(x))  # 8 x 20 x 66
             x = self.dw5(torch.relu(self.dw1(x)))
             x = self.pw(torch.nn.functional.relu6(self.dw2(x)))  # 24 x 10 x 33
-            return self.dw_small2(torch.relu(self.dw_small(x)))  # 24 x 3 x 9
+            x = self.dw_small2(torch.relu(self.dw_small(x)))  # 24 x 3 x 9
+            x = self.flat5(torch.relu(self.flat3(x)))
+            return self.flat3b(self.dw_small3(x)), few  # 24 x 2 x 5
 
     torch.manual_seed(0)
-    x = torch.randn(1, 3, 40, 130)
+    x = torch.randn(1, 3, 40, 132)
     return gp.trace(M().eval(), (x,)), [x.numpy()]
 
 
@@ -190,6 +200,80 @@ def test_conv_paths_host(tmp_path):
 def test_conv_paths_cross(target, tmp_path):
     g, ins = conv_paths_model()
     check(g, ins, target, tmp_path)
+
+
+def fused_model(kind: str = "block4") -> tuple[gp.Graph, list[np.ndarray]]:
+    """Three chains fused_block takes, on odd image sizes: expand -> depthwise 3x3 -> project + residual
+    (batch 2), expand -> depthwise 3x3 stride 2 -> project (relu6 after the expand and the depthwise),
+    and a depthwise 5x5 -> project without an expand; the 1x1 layers sparsified as `kind`."""
+    import torch
+
+    rng = np.random.default_rng(1)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e1, self.d1, self.p1 = (torch.nn.Conv2d(16, 40, 1), torch.nn.Conv2d(40, 40, 3, padding=1, groups=40),
+                                         torch.nn.Conv2d(40, 16, 1))
+            self.e2, self.d2, self.p2 = (torch.nn.Conv2d(16, 36, 1),
+                                         torch.nn.Conv2d(36, 36, 3, stride=2, padding=1, groups=36),
+                                         torch.nn.Conv2d(36, 24, 1, bias=False))
+            self.d3, self.p3 = torch.nn.Conv2d(24, 24, 5, padding=2, groups=24), torch.nn.Conv2d(24, 20, 1)
+
+        def forward(self, x):
+            x = x + self.p1(torch.relu(self.d1(torch.relu(self.e1(x)))))
+            relu6 = torch.nn.functional.relu6
+            x = self.p2(relu6(self.d2(relu6(self.e2(x)))))  # 24 x 6 x 7
+            return torch.relu(self.p3(self.d3(x)))
+
+    torch.manual_seed(0)
+    m = M().eval()
+    with torch.no_grad():
+        for layer in (m.e1, m.p1, m.e2, m.p2, m.p3):
+            layer.weight.copy_(torch.from_numpy(sparsify(layer.weight.numpy(), kind, rng)))
+    x = torch.randn(2, 16, 11, 13)
+    return gp.trace(m, (x,)), [x.numpy()]
+
+
+@pytest.mark.parametrize(
+    ("sparse", "band_bytes", "threads"),
+    [("block4", 6000, 1), ("csr", 6000, 2), ("off", 1 << 30, 2), ("off", 2000, 1)],
+)
+def test_fused_chains_host(sparse, band_bytes, threads, tmp_path, monkeypatch):
+    """fused_block against the interpreter: bands of one to a few rows (the top and bottom bands with the
+    padding, rows read by two bands), dense and sparse 1x1 layers, threads over bands and, with one
+    band, inside each layer."""
+    monkeypatch.setattr(codegen, "BAND_BYTES", band_bytes)
+    g, ins = fused_model("block4" if sparse == "block4" else "csr")
+    art = check(g, ins, "host", tmp_path, sparse=sparse, threads=threads, fuse="on")
+    src = (tmp_path / "model.cpp").read_text()
+    assert src.count("gprt::fused_block(") == 3
+    assert "gprt::binary(" not in src  # the residual add is inside the first chain
+    if sparse != "off":
+        assert len(art.sparse_layers) == 5, art.sparse_layers
+
+
+def test_fused_auto_only_where_tensors_spill(tmp_path):
+    """"auto" leaves small chains unfused (they stay in cache anyway); "off" never fuses; "on" gives the
+    same bytes for the same graph."""
+    g, _ = fused_model()
+    for fuse in ("auto", "off"):
+        files, _ = cpp.generate_files(g, fuse=fuse)
+        assert b"fused_block(" not in files["model.cpp"]
+    with pytest.raises(gp.GraphpruneError, match="fuse='yes'"):
+        cpp.generate_files(g, fuse="yes")
+    # fused code is deterministic too: the same graph gives byte-identical files
+    first, _ = cpp.generate_files(g, fuse="on", sparse="block4")
+    again, _ = cpp.generate_files(fused_model()[0], fuse="on", sparse="block4")
+    assert first == again and first["model.cpp"].count(b"fused_block(") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["aarch64", "wasm32"])
+def test_fused_chains_cross(target, tmp_path, monkeypatch):
+    monkeypatch.setattr(codegen, "BAND_BYTES", 3000)
+    g, ins = fused_model()
+    check(g, ins, target, tmp_path, sparse="block4", fuse="on", threads=2)
 
 
 @pytest.mark.parametrize("fmt", ["csr", "block4", "block8", "nm2:4"])
@@ -338,7 +422,10 @@ def test_missing_toolchain_names_the_package(monkeypatch):
 def test_cli_compile(tmp_path, capsys):
     hostile_onnx(tmp_path / "m.onnx")
     assert (
-        main(["compile", str(tmp_path / "m.onnx"), "--target", "host", "-o", str(tmp_path / "b"), "--threads", "2"])
+        main(
+            ["compile", str(tmp_path / "m.onnx"), "--target", "host", "-o", str(tmp_path / "b"), "--threads", "2"]
+            + ["--fuse", "on"]
+        )
         == 0
     )
     assert (tmp_path / "b" / "runner").is_file() and (tmp_path / "b" / "libmodel.so").is_file()

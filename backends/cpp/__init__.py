@@ -125,14 +125,23 @@ def prepare(graph: Graph) -> Graph:
 
 
 def generate_files(
-    graph: Graph, target: str = "host", threads: int = 1, weights: str = "embed", sparse: str = "auto"
+    graph: Graph,
+    target: str = "host",
+    threads: int = 1,
+    weights: str = "embed",
+    sparse: str = "auto",
+    fuse: str = "auto",
 ) -> tuple[dict[str, bytes], Generated]:
     """Every file of the output folder (relative path -> bytes), without writing anything."""
     if weights not in ("embed", "bin"):
         raise GraphpruneError(f"weights={weights!r}: expected 'embed' (in the library) or 'bin' (model_weights.bin)")
+    if fuse not in codegen.FUSE_MODES:
+        raise GraphpruneError(f"fuse={fuse!r}: expected one of {', '.join(codegen.FUSE_MODES)}")
     if sparse not in ("auto", "off", *packing.FORMATS):
         raise GraphpruneError(f"sparse={sparse!r}: expected auto, off or one of {', '.join(packing.FORMATS)}")
-    gen = codegen.generate(graph, codegen.Options(threads=threads, isa=capability(target).isa, sparse=sparse))
+    gen = codegen.generate(
+        graph, codegen.Options(threads=threads, isa=capability(target).isa, sparse=sparse, fuse=fuse)
+    )
     rt = _build.runtime_files()
     files = {"model.h": gen.header.encode(), "model.cpp": gen.source.encode()}
     if weights == "embed":
@@ -153,6 +162,7 @@ def compile(
     threads: int = 1,
     weights: str = "embed",
     sparse: str = "auto",
+    fuse: str = "auto",
 ) -> Artifact:
     """Lower `graph` to C++, write it into out_dir and build it for `target`."""
     if threads < 1:
@@ -160,7 +170,7 @@ def compile(
     tc = toolchain.find(target)  # a missing compiler is reported before anything is written
     if target != "host":
         toolchain.runner_prefix(target)
-    files, gen = generate_files(prepare(graph), target, threads, weights, sparse)
+    files, gen = generate_files(prepare(graph), target, threads, weights, sparse, fuse)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GraphpruneError(f"{out}: exists and is not a folder; -o takes the folder to write the build into")

@@ -69,6 +69,16 @@ ALIASES = (Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE)  # same bytes, new shape: no co
 FUSABLE_PRODUCERS = (Op.CONV, Op.LINEAR, Op.ADD)
 
 
+# Fused chains (fuse_chain): a band's expanded and depthwise rows together take at most BAND_BYTES, and
+# "auto" fuses an expand chain only when its whole expanded and depthwise tensors exceed FUSE_MIN_BYTES.
+# Measured on the pruned MobileNetV2 (benchmarks/RESULTS.md): fusing pays where those tensors spill out of
+# the 2 MB L2 (48 x 112 x 112 expanded: 2.4 MB); below that, bands only add the rows recomputed at
+# their edges and per-band setup.
+BAND_BYTES = 512 * 1024
+FUSE_MIN_BYTES = 3 * 1024 * 1024 // 2
+FUSE_MODES = ("auto", "on", "off")
+
+
 class CompileError(GraphpruneError):
     """The graph cannot be lowered to the cpp backend (the message names the node and op)."""
 
@@ -132,6 +142,10 @@ class Options:
     # "auto": dense or sparse per layer by the break-even table; "off": all dense; a format name
     # ("csr", "block4", "block8", "nm2:4") forces it wherever it applies (tests and benchmarks)
     sparse: str = "auto"
+    # [1x1 expand] -> depthwise -> 1x1 project [+ residual] chains as one banded kernel (fused_block):
+    # "auto" where the expanded and depthwise tensors would not stay in L2 (FUSE_MIN_BYTES), "on" for
+    # every such chain (tests), "off" never
+    fuse: str = "auto"
 
 
 @dataclass
@@ -199,6 +213,7 @@ class Lowering:
             for v in n.inputs:
                 self.users[id(v)] = self.users.get(id(v), 0) + 1
         self.outputs = {id(v) for v in graph.outputs}
+        self.pos = {id(n): i for i, n in enumerate(graph.nodes)}  # topological position of every node
 
     # ---- storage ----
     def ptr(self, v: Value) -> str:
@@ -244,21 +259,152 @@ class Lowering:
                 )
 
     # ---- fusion ----
-    def fused_act(self, node: Node) -> tuple[str, Value]:
-        """The activation folded into `node` (a sole-consumer relu or clip) and the value to write."""
+    def sole_consumer(self, v: Value) -> Node | None:
+        """The one node that reads v (once), unless v is a graph output."""
+        if id(v) in self.outputs or self.users.get(id(v), 0) != 1:
+            return None
+        (user,) = v.consumers
+        return user
+
+    def peek_act(self, node: Node) -> tuple[str, Value, Node | None]:
+        """The activation `node` can fold in (a sole-consumer relu or clip), the value it then writes, and
+        the activation node (None: no activation)."""
         out = node.outputs[0]
-        if id(out) in self.outputs or self.users.get(id(out), 0) != 1:
-            return "gprt::kNoAct", out
-        (user,) = out.consumers
-        if user.op is Op.RELU:
-            self.fused.add(id(user))
-            return "gprt::Act{0.f, gprt::kInf}", user.outputs[0]
-        if user.op is Op.CLIP:
+        user = self.sole_consumer(out)
+        if user is not None and user.op is Op.RELU:
+            return "gprt::Act{0.f, gprt::kInf}", user.outputs[0], user
+        if user is not None and user.op is Op.CLIP:
             lo = -math.inf if user.attrs.min is None else user.attrs.min
             hi = math.inf if user.attrs.max is None else user.attrs.max
+            return f"gprt::Act{{{_f(lo)}, {_f(hi)}}}", user.outputs[0], user
+        return "gprt::kNoAct", out, None
+
+    def fused_act(self, node: Node) -> tuple[str, Value]:
+        """The activation folded into `node` (a sole-consumer relu or clip) and the value to write."""
+        act, out, user = self.peek_act(node)
+        if user is not None:
             self.fused.add(id(user))
-            return f"gprt::Act{{{_f(lo)}, {_f(hi)}}}", user.outputs[0]
-        return "gprt::kNoAct", out
+        return act, out
+
+    def conv_kind(self, node: Node | None) -> str | None:
+        """'pw' (1x1, stride 1, no padding), 'dw' (depthwise 2-D) or None, for a float32 2-D conv with
+        constant weights and bias that a fused chain can take."""
+        if node is None or node.op is not Op.CONV or len(node.inputs[0].type.shape) != 4:
+            return None
+        x, w = node.inputs[0], node.inputs[1]
+        if not all(v.type.is_static and v.type.dtype is DType.F32 for v in (x, w, node.outputs[0])):
+            return None
+        if not w.is_const or (len(node.inputs) > 2 and not node.inputs[2].is_const):
+            return None
+        a = node.attrs
+        (_, c, h, wi), (_, oc, oh, ow) = _static(x), _static(node.outputs[0])
+        kh, kw = w.type.shape[2:]
+        if (kh, kw) == (1, 1) and tuple(a.stride) == (1, 1) and not any(a.pads) and a.groups == 1:
+            return "pw" if (oh, ow) == (h, wi) else None
+        if a.groups == c == oc > 1 and w.type.shape[1] == 1:
+            ph, pw = a.pads[0], a.pads[1]
+            (sh, sw), (dh, dw) = a.stride, a.dilation
+            # every output row's and column's window must overlap the image (bands rely on it)
+            inside = (
+                (kh - 1) * dh >= ph and (oh - 1) * sh - ph < h and (kw - 1) * dw >= pw and (ow - 1) * sw - pw < wi
+            )
+            return "dw" if inside else None
+        return None
+
+    def pointwise_args(self, node: Node, act: str) -> tuple[str, str] | None:
+        """(PointwiseShape, PointwiseWeights) initialisers of a 1x1 layer in a fused chain, or None for a
+        format fused_block does not take (N:M)."""
+        w = self.value_const(node.inputs[1], node, "weight").astype(np.float32)
+        oc, c = w.shape[:2]
+        w2 = w.reshape(oc, c)
+        x = node.inputs[0].type.shape
+        choice = self.choose(w2, int(x[2]) * int(x[3]))
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        b = self.const(np.asarray(bias.data).astype(np.float32)) if bias is not None else "nullptr"
+        if choice.fmt == "dense":
+            return f"{{{c}, {oc}, 0}}", f"gprt::PointwiseWeights{{{self.const(w2)}, nullptr, nullptr, {b}, {act}}}"
+        if choice.fmt.startswith("nm"):
+            return None
+        nb = 1 if choice.fmt == "csr" else int(choice.fmt[5:])
+        q = packing.pack_block(w2, nb)
+        self.sparse_layers[sanitize(node.name)] = choice.fmt
+        weights = (
+            f"gprt::PointwiseWeights{{{self.const(q.values)}, {self.const(q.counts, 'int32_t')}, "
+            f"{self.const(q.incs, 'int32_t')}, {b}, {act}}}"
+        )
+        return f"{{{c}, {oc}, {nb}}}", weights
+
+    def fuse_chain(self, node: Node) -> bool:
+        """Emit [1x1 expand] -> depthwise -> 1x1 project [+ residual add] starting at `node` as one
+        fused_block call when the chain is there: every link the sole consumer of the one before, each
+        optionally followed by a relu or clip, the residual a tensor already computed."""
+        if self.o.fuse == "off":
+            return False
+        kind = self.conv_kind(node)
+        if kind == "pw":
+            expand, (e_act, e_out, e_actnode) = node, self.peek_act(node)
+            dw = self.sole_consumer(e_out)
+            if self.conv_kind(dw) != "dw":
+                return False
+        elif kind == "dw":
+            expand, e_act, e_actnode, dw = None, "gprt::kNoAct", None, node
+        else:
+            return False
+        d_act, d_out, d_actnode = self.peek_act(dw)
+        project = self.sole_consumer(d_out)
+        if self.conv_kind(project) != "pw":
+            return False
+        p_act, p_out, p_actnode = self.peek_act(project)
+        res, add, r_act, r_actnode, out = None, None, "gprt::kNoAct", None, p_out
+        user = self.sole_consumer(p_out)
+        if p_actnode is None and user is not None and user.op is Op.ADD:
+            other = [v for v in user.inputs if v is not p_out]
+            if (
+                len(other) == 1
+                and not other[0].is_const
+                and other[0].type == p_out.type
+                # computed before the chain's step (the step sits where its first node was)
+                and (other[0].producer is None or self.pos[id(other[0].producer)] < self.pos[id(node)])
+            ):
+                res, add = other[0], user
+                r_act, out, r_actnode = self.peek_act(add)
+        x = node.inputs[0]
+        xs, ds = _static(x), _static(dw.inputs[0])
+        if expand is not None and xs[2:] != ds[2:]:
+            return False
+        big = 4 * (math.prod(ds) + math.prod(_static(dw.outputs[0])))
+        if self.o.fuse == "auto" and (expand is None or big <= FUSE_MIN_BYTES):
+            return False
+        e_args = self.pointwise_args(expand, e_act) if expand is not None else ("{0, 0, 0}", None)
+        p_args = self.pointwise_args(project, p_act)
+        if e_args is None or p_args is None:
+            return False
+        a = dw.attrs
+        n, c, h, wi = ds
+        _, _, oh, ow = _static(dw.outputs[0])
+        kh, kw = dw.inputs[1].type.shape[2:]
+        conv = [n, c, h, wi, c, oh, ow, kh, kw, *a.stride, a.pads[0], a.pads[1], *a.dilation, c]
+        # rows of a band: the expanded input rows its window reads and its depthwise rows, under band_bytes
+        per_row = c * (a.stride[0] * wi + ow) * 4
+        band = max(1, min(oh, BAND_BYTES // per_row))
+        band = -(-oh // -(-oh // band))  # the same rows in every band
+        shape = self.decl("gprt::FusedShape", f"{{{{{_ints(conv)}}}, {e_args[0]}, {p_args[0]}, {band}}}")
+        self.ws.append(f"gprt::fused_workspace({shape}, threads)")
+        dwd = self.value_const(dw.inputs[1], dw, "weight").astype(np.float32)
+        db = self.const(np.asarray(dw.inputs[2].data).astype(np.float32)) if len(dw.inputs) > 2 else "nullptr"
+        no_expand = "gprt::PointwiseWeights{nullptr, nullptr, nullptr, nullptr, gprt::kNoAct}"
+        chain = [m for m in (expand, dw, project, add) if m is not None]
+        for m in chain[1:] + [e_actnode, d_actnode, p_actnode, r_actnode]:
+            if m is not None:
+                self.fused.add(id(m))
+        lines = [
+            "// fused: " + " -> ".join(f"{m.op.value} {sanitize(m.name)}" for m in chain),
+            f"gprt::fused_block(m->pool, m->ws, {shape}, {e_args[1] or no_expand}, {self.const(dwd)}, {db}, "
+            f"{d_act}, {p_args[1]}, {self.ptr(x)}, {self.ptr(res) if res is not None else 'nullptr'}, {r_act}, "
+            f"{self.ptr(out)});",
+        ]
+        self.emit(node, lines, [x] + ([res] if res is not None else []), [out])
+        return True
 
     # ---- the walk ----
     def run(self) -> None:
@@ -293,6 +439,8 @@ class Lowering:
 
     # ---- dense layers ----
     def op_conv(self, node: Node) -> None:
+        if self.fuse_chain(node):
+            return
         x, w = node.inputs[0], node.inputs[1]
         self.f32(node, x, w)
         a = node.attrs

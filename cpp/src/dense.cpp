@@ -329,13 +329,25 @@ static void dw_rows_s2(const ConvShape& s, const DwPlan& d, const float* plane, 
     }
 }
 
+// n floats: inline vectors, the last one overlapping the one before (a libc memcpy call per short row
+// cost as much as the copy itself)
+static inline void copy_row(float* dst, const float* src, int64_t n) {
+    if (n < VW) {
+        for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+        return;
+    }
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW) vstore(dst + i, vload(src + i));
+    if (i < n) vstore(dst + n - VW, vload(src + n - VW));
+}
+
 // The channel into the padded plane: rows copied, only the padding (and the slack) zeroed.
 static void fill_plane(const ConvShape& s, const DwPlan& d, const float* x, float* plane) {
     std::fill(plane, plane + s.PH * d.Wp, 0.f);
     for (int64_t h = 0; h < s.H; h++) {
         float* r = plane + (h + s.PH) * d.Wp;
         std::fill(r, r + s.PW, 0.f);
-        std::memcpy(r + s.PW, x + h * s.W, sizeof(float) * s.W);
+        copy_row(r + s.PW, x + h * s.W, s.W);
         std::fill(r + s.PW + s.W, r + d.Wp, 0.f);
     }
     std::fill(plane + (s.H + s.PH) * d.Wp, plane + d.plane, 0.f);
@@ -375,7 +387,24 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
         // columns 2j and 2j + 1 both inside the image for lo <= j < hi: a plain deinterleave there
         int64_t lo = std::min((s.PW + 1) / 2, Wr), hi = std::max(lo, std::min((s.PW + s.W) / 2, Wr));
         for (int64_t j = 0; j < lo; j++) edge(j);
-        for (int64_t j = lo; j < hi; j++) {
+        int64_t j = lo;
+#if GPRT_VW > 1
+        for (; j < hi && hi - lo >= VW; j += VW) {  // two vectors of the row -> even and odd columns
+            j = std::min(j, hi - VW);  // the last vector overlaps the one before: no scalar tail
+            vf a = vload(xr + 2 * j), b = vload(xr + 2 * j + VW);
+#if GPRT_VW == 4
+            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6));
+            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7));
+#elif GPRT_VW == 8
+            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14));
+            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15));
+#else
+            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+#endif
+        }
+#endif
+        for (; j < hi; j++) {
             e[j] = xr[2 * j];
             o[j] = xr[2 * j + 1];
         }
@@ -386,14 +415,22 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
 
 // One (RO = 1) or two (RO = 2, stride 1 only) output rows from output row oh: tap (kh, kw) of output
 // column ow reads padded row oh*S + kh at column ow + kw (stride 2: ow + kw/2 of the even or odd half).
+// A row ending inside a vector: unless these are the channel's last rows (final), that vector is done
+// first and stored whole, running into the next row's first columns, which their own stores then
+// overwrite (rows go down in order, the RO rows of one call top first); a memcpy of the few floats per
+// row cost as much as the row's taps.
 template <int K, int S, int RO>
 static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int64_t oh, int64_t OW, const vf* wv,
-                           float bias, float* y, Act act, bool clamp) {
+                           float bias, float* y, Act act, bool clamp, bool final) {
     int64_t ow = 0;
     auto one = [&](int64_t at, vf* out) {
-        vf acc[RO];
+        // a partial sum per kernel column: one chain of K*K dependent FMAs would bound the loop by latency
+        vf acc[RO][K];
         GPRT_UNROLL
-        for (int r = 0; r < RO; r++) acc[r] = vbcast(bias);
+        for (int r = 0; r < RO; r++) {
+            GPRT_UNROLL
+            for (int kw = 0; kw < K; kw++) acc[r][kw] = kw ? vf{} : vbcast(bias);
+        }
         GPRT_UNROLL
         for (int kh = 0; kh < K + RO - 1; kh++) {
             int64_t row = (oh * S + kh) * Wr + at;
@@ -402,19 +439,31 @@ static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int
                 vf v = S == 1 ? vload(plane + row + kw) : vload((kw % 2 ? odd : plane) + row + kw / 2);
                 GPRT_UNROLL
                 for (int r = 0; r < RO; r++)
-                    if (kh - r >= 0 && kh - r < K) acc[r] += wv[(kh - r) * K + kw] * v;
+                    if (kh - r >= 0 && kh - r < K) acc[r][kw] += wv[(kh - r) * K + kw] * v;
             }
         }
         GPRT_UNROLL
-        for (int r = 0; r < RO; r++) out[r] = clamp ? vclamp(acc[r], act.lo, act.hi) : acc[r];
+        for (int r = 0; r < RO; r++) {
+            vf a = acc[r][0];
+            GPRT_UNROLL
+            for (int kw = 1; kw < K; kw++) a += acc[r][kw];
+            out[r] = clamp ? vclamp(a, act.lo, act.hi) : a;
+        }
     };
+    const int64_t last = OW - OW % VW;
+    if (last < OW && !final) {
+        vf out[RO];
+        one(last, out);
+        GPRT_UNROLL
+        for (int r = 0; r < RO; r++) vstore(y + r * OW + last, out[r]);
+    }
     for (; ow + VW <= OW; ow += VW) {
         vf out[RO];
         one(ow, out);
         GPRT_UNROLL
         for (int r = 0; r < RO; r++) vstore(y + r * OW + ow, out[r]);
     }
-    if (ow < OW) {  // the last columns: one more vector (the plane has slack for it), partly stored
+    if (ow < OW && final) {  // the last columns: one more vector (the plane has slack for it), partly stored
         vf out[RO];
         one(ow, out);
         GPRT_UNROLL
@@ -436,12 +485,190 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
     for (int i = 0; i < K * K; i++) wv[i] = vbcast(w[i]);
     int64_t oh = 0;
     if (S == 1)
-        for (; oh + 2 <= s.OH; oh += 2) dw_rows<K, S, 2>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp);
-    for (; oh < s.OH; oh++) dw_rows<K, S, 1>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp);
+        for (; oh + 2 <= s.OH; oh += 2)
+            dw_rows<K, S, 2>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp, oh + 2 == s.OH);
+    for (; oh < s.OH; oh++)
+        dw_rows<K, S, 1>(plane, odd, Wr, oh, s.OW, wv, bias, y + oh * s.OW, act, clamp, oh + 1 == s.OH);
+}
+
+// ---- stride 1, "same" width (OW == W, PW = K / 2): the channel as one flat run of pixels ----
+// Output pixel q = oh*W + ow reads input q + (kh-PH)*W + (kw-PW) for every tap: linear in q across rows,
+// so whole vectors run over row boundaries with no per-row setup, straight into y (14x14 or 28x28 rows
+// fill one vector badly). Rows above and below the image read zero guards around a contiguous copy of
+// the channel (one memcpy). A tap past a row's left or right edge would read the neighbouring row, so
+// the taps of each kernel column are summed apart and that sum is masked once with the output columns
+// whose tap column lies inside the image (K masks, shared by every channel).
+struct DwFlat {
+    int64_t front, span, Pr;  // zero guard before the channel, buffer floats per thread, output floats rounded
+};
+static bool dw_flat(const ConvShape& s) {
+    return VW > 1 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.OW == s.W && s.KH == s.KW &&
+           (s.KH == 3 || s.KH == 5) && s.PW == s.KW / 2 && s.PH < s.KH && s.OW < 2 * VW;
+}
+static DwFlat dw_flat_plan(const ConvShape& s) {
+    DwFlat f;
+    f.Pr = round_up(s.OH * s.OW, VW);
+    f.front = round_up(s.PH * s.W + s.PW, VW);
+    // the last vector reads up to Pr - 1 + (KH-1-PH)*W + (KW-1-PW)
+    f.span = f.front + std::max(s.H * s.W, f.Pr + (s.KH - 1 - s.PH) * s.W + s.KW) + VW;
+    return f;
+}
+static size_t dw_flat_floats(const ConvShape& s, int threads) {
+    DwFlat f = dw_flat_plan(s);
+    return (size_t)(s.KW * f.Pr + 16 + threads * (f.span + 16));
+}
+
+template <int K, int PW>
+static void dw_flat_channel(const ConvShape& s, const DwFlat& f, const float* x, const int32_t* masks,
+                            const float* w, float bias, float* y, Act act, bool clamp) {
+    const int64_t P = s.OH * s.OW, Pr = f.Pr;
+    int64_t off[K];  // kernel row kh, column 0 of output pixel q reads x[q + off[kh]]
+    for (int kh = 0; kh < K; kh++) off[kh] = (kh - s.PH) * s.W - PW;
+    vf wv[K * K];
+    for (int i = 0; i < K * K; i++) wv[i] = vbcast(w[i]);
+    const vf vb = vbcast(bias);
+    for (int64_t q = 0; q < Pr; q += VW) {
+        vf col[K];
+        GPRT_UNROLL
+        for (int kw = 0; kw < K; kw++) col[kw] = vf{};
+        GPRT_UNROLL
+        for (int kh = 0; kh < K; kh++) {
+            const float* r = x + q + off[kh];
+            GPRT_UNROLL
+            for (int kw = 0; kw < K; kw++) col[kw] += wv[kh * K + kw] * vload(r + kw);
+        }
+        vf acc = vb;
+        GPRT_UNROLL
+        for (int kw = 0; kw < K; kw++) acc += kw == PW ? col[kw] : vmask(col[kw], masks + kw * Pr + q);
+        if (clamp) acc = vclamp(acc, act.lo, act.hi);
+        if (q + VW <= P) {
+            vstore(y + q, acc);
+        } else {
+            float tmp[VW];
+            vstore(tmp, acc);
+            for (int64_t i = 0; i < P - q; i++) y[q + i] = tmp[i];
+        }
+    }
+}
+
+static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const float* w, const float* b, float* y,
+                        Act act, float* ws) {
+    const DwFlat f = dw_flat_plan(s);
+    int32_t* masks = (int32_t*)ws;
+    for (int64_t kw = 0; kw < s.KW; kw++)
+        for (int64_t q = 0, col = 0; q < f.Pr; q++, col = col + 1 == s.W ? 0 : col + 1) {  // col = q % W
+            int64_t c = col - s.PW + kw;
+            masks[kw * f.Pr + q] = c >= 0 && c < s.W ? -1 : 0;
+        }
+    float* bufs = ws + s.KW * f.Pr + 16;
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    const int64_t HW = s.H * s.W, P = s.OH * s.OW;
+    parallel_for(pool, s.N * s.C, [&](int64_t b0, int64_t e0, int worker) {
+        float* buf = bufs + worker * (f.span + 16);
+        std::fill(buf, buf + f.front, 0.f);
+        std::fill(buf + f.front + HW, buf + f.span, 0.f);
+        for (int64_t nc = b0; nc < e0; nc++) {
+            int64_t c = nc % s.C;
+            std::memcpy(buf + f.front, x + nc * HW, sizeof(float) * HW);
+            const float* xc = buf + f.front;
+            const float bc = b ? b[c] : 0.f;
+            float* yc = y + nc * P;
+            if (s.KH == 3)
+                dw_flat_channel<3, 1>(s, f, xc, masks, w + c * 9, bc, yc, act, clamp);
+            else
+                dw_flat_channel<5, 2>(s, f, xc, masks, w + c * 25, bc, yc, act, clamp);
+        }
+    });
+}
+
+// ---- stride 2, 3x3, left padding 1: read in place, no plane ----
+// Output column ow reads input columns 2ow-1, 2ow, 2ow+1: two vectors of the input row give the even
+// (2ow) and odd (2ow+1) columns, and the odd columns shifted one lane right, carrying the previous
+// vector's last odd column in (0 at the left edge), give 2ow-1. Rows above or below the image are
+// skipped. The last vectors of a row read past it: into the next row, whose values land only in lanes
+// past OW, when W is even; from a zero-padded copy of the row's end when W is odd (column W is padding)
+// or on the channel's last row (past it may lie the end of the buffer). Replaces the even/odd split of the whole channel (fill_split), which moved every input
+// float once more and took two thirds of the time of the 48 x 112 x 112 layer.
+static bool dw_s2_direct(const ConvShape& s) {
+    return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 2 && s.SW == 2 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
+           s.PH <= 1 && 2 * (s.OW - 1) + 1 <= s.W && s.OW >= VW;
+}
+
+#if GPRT_VW == 4
+#define GPRT_EVEN 0, 2, 4, 6
+#define GPRT_ODD 1, 3, 5, 7
+#define GPRT_SHIFT1 3, 4, 5, 6
+#elif GPRT_VW == 8
+#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#define GPRT_SHIFT1 7, 8, 9, 10, 11, 12, 13, 14
+#elif GPRT_VW == 16
+#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define GPRT_SHIFT1 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
+#endif
+
+static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
+#if GPRT_VW > 1
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    vf wv[9];
+    for (int i = 0; i < 9; i++) wv[i] = vbcast(w[i]);
+    // vectors whose two input vectors lie inside the row
+    const int64_t inside = s.W / (2 * VW);
+    const int64_t nvec = (s.OW + VW - 1) / VW;
+    alignas(64) float edge[2 * VW];
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        const float* rows[3];
+        bool valid[3];
+        for (int kh = 0; kh < 3; kh++) {
+            int64_t ih = oh * 2 - s.PH + kh;
+            valid[kh] = ih >= 0 && ih < s.H;
+            rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
+        }
+        vf carry[3] = {vf{}, vf{}, vf{}};  // the previous vector's odd columns, per kernel row
+        float* yr = y + oh * s.OW;
+        for (int64_t v = 0; v < nvec; v++) {
+            vf acc[3] = {vbcast(bias), vf{}, vf{}};  // a partial sum per kernel column
+            GPRT_UNROLL
+            for (int kh = 0; kh < 3; kh++) {
+                if (!valid[kh]) continue;
+                const float* src = rows[kh] + 2 * v * VW;
+                if (v >= inside && (s.W % 2 || oh * 2 - s.PH + kh == s.H - 1)) {
+                    // past the row's end: the next row's values only fall in lanes past OW (dropped) when
+                    // W is even and a next row exists; else zeros (the right padding) in a copy
+                    int64_t n = std::max<int64_t>(0, std::min<int64_t>(2 * VW, s.W - 2 * v * VW));
+                    for (int64_t i = 0; i < 2 * VW; i++) edge[i] = i < n ? src[i] : 0.f;
+                    src = edge;
+                }
+                vf a = vload(src), b = vload(src + VW);
+                vf even = __builtin_shufflevector(a, b, GPRT_EVEN);
+                vf odd = __builtin_shufflevector(a, b, GPRT_ODD);
+                vf left = __builtin_shufflevector(carry[kh], odd, GPRT_SHIFT1);
+                carry[kh] = odd;
+                acc[0] += wv[kh * 3] * left;
+                acc[1] += wv[kh * 3 + 1] * even;
+                acc[2] += wv[kh * 3 + 2] * odd;
+            }
+            vf out = acc[0] + acc[1] + acc[2];
+            if (clamp) out = vclamp(out, act.lo, act.hi);
+            int64_t at = v * VW;
+            if (at + VW <= s.OW || oh + 1 < s.OH) {
+                vstore(yr + at, out);  // past the row's end: the next row's first columns, stored after this
+            } else {
+                float tmp[VW];
+                vstore(tmp, out);
+                for (int64_t i = 0; i < s.OW - at; i++) yr[at + i] = tmp[i];
+            }
+        }
+    }
+#else
+    (void)s, (void)x, (void)w, (void)bias, (void)y, (void)act;
+#endif
 }
 
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
                               float* y, Act act, float* plane, float* grid) {
+    if (dw_s2_direct(s)) return dw_s2_direct_channel(s, x, w, bias, y, act);
     if (dw_rowwise(s)) {
         if (s.SW == 2)
             fill_split(s, d, x, plane, plane + d.Hp * (d.Wp / 2));  // (and the slack the last vectors read)
@@ -544,64 +771,92 @@ static bool conv_few_channels(const ConvShape& s) {
            s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
 }
 
-template <int S, int C>
-static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
-                          float* y, Act act, int64_t o0) {
-    constexpr int OB = 4, KK = 9;
-    const bool clamp = act.lo != -kInf || act.hi != kInf;
-    const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW;
-    const float* wo = w + o0 * C * KK;
-    auto one = [&](int64_t oh, int64_t ow, vf* acc) {
+// NV output vectors along the row for 4 output channels from column ow of output row oh, clamped and
+// stored: every tap loads NV input vectors and 4 weight broadcasts for 4 * NV FMAs (FMA-bound, not
+// load-bound), and the 4 * NV accumulators are independent chains enough to hide the FMA latency.
+// C_: the input channels when compile-time (3, RGB), 0 to take them from s.
+template <int S, int NV, int C_>
+static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, const float* planes, const float* wo,
+                           const float* bo, int64_t oh, int64_t ow, float* yr, int64_t P, Act act, bool clamp) {
+    constexpr int OB = 4;
+    const int64_t C = C_ ? C_ : s.C;
+    vf acc[OB][NV];
+    GPRT_UNROLL
+    for (int o = 0; o < OB; o++) {
         GPRT_UNROLL
-        for (int o = 0; o < OB; o++) acc[o] = vbcast(b ? b[o0 + o] : 0.f);
+        for (int n = 0; n < NV; n++) acc[o][n] = vbcast(bo ? bo[o] : 0.f);
+    }
+    auto channel = [&](int64_t c) {
+        const float* even = planes + c * d.plane;
+        const float* odd = even + d.Hp * Wr;
         GPRT_UNROLL
-        for (int c = 0; c < C; c++) {
-            const float* even = planes + c * d.plane;
-            const float* odd = even + d.Hp * Wr;
+        for (int kh = 0; kh < 3; kh++) {
+            int64_t row = (oh * S + kh) * Wr + ow;
             GPRT_UNROLL
-            for (int kh = 0; kh < 3; kh++) {
-                int64_t row = (oh * S + kh) * Wr + ow;
+            for (int kw = 0; kw < 3; kw++) {
+                const float* src = S == 1 ? even + row + kw : (kw % 2 ? odd : even) + row + kw / 2;
+                vf v[NV];
                 GPRT_UNROLL
-                for (int kw = 0; kw < 3; kw++) {
-                    vf v = S == 1 ? vload(even + row + kw) : vload((kw % 2 ? odd : even) + row + kw / 2);
+                for (int n = 0; n < NV; n++) v[n] = vload(src + n * VW);
+                GPRT_UNROLL
+                for (int o = 0; o < OB; o++) {
+                    vf wv = vbcast(wo[(o * C + c) * 9 + kh * 3 + kw]);
                     GPRT_UNROLL
-                    for (int o = 0; o < OB; o++) acc[o] += vbcast(wo[(o * C + c) * KK + kh * 3 + kw]) * v;
+                    for (int n = 0; n < NV; n++) acc[o][n] += wv * v[n];
                 }
             }
         }
-        GPRT_UNROLL
-        for (int o = 0; o < OB; o++) acc[o] = clamp ? vclamp(acc[o], act.lo, act.hi) : acc[o];
     };
+    if (C_) {
+        GPRT_UNROLL
+        for (int c = 0; c < C_; c++) channel(c);
+    } else {
+        for (int64_t c = 0; c < C; c++) channel(c);  // not unrolled: a runtime count would multiply the code
+    }
+    GPRT_UNROLL
+    for (int o = 0; o < OB; o++) {
+        GPRT_UNROLL
+        for (int n = 0; n < NV; n++)
+            vstore(yr + o * P + ow + n * VW, clamp ? vclamp(acc[o][n], act.lo, act.hi) : acc[o][n]);
+    }
+}
+
+// Chunks of NV vectors along each output row; the last chunk ends at the row's end, overlapping the one
+// before (its columns computed twice, to the same values), so no single-vector chains and no partial
+// stores. The row is at least NV vectors wide (conv_few_channels asks 2).
+template <int S, int NV, int C_>
+static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
+                          float* y, Act act, int64_t o0) {
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW, chunk = NV * VW;
+    const float* wo = w + o0 * s.C * 9;
+    const float* bo = b ? b + o0 : nullptr;
     for (int64_t oh = 0; oh < s.OH; oh++) {
-        int64_t ow = 0;
-        vf acc[OB];
-        for (; ow + VW <= s.OW; ow += VW) {
-            one(oh, ow, acc);
-            GPRT_UNROLL
-            for (int o = 0; o < OB; o++) vstore(y + (o0 + o) * P + oh * s.OW + ow, acc[o]);
-        }
-        if (ow < s.OW) {
-            one(oh, ow, acc);
-            for (int o = 0; o < OB; o++) {
-                float tmp[VW];
-                vstore(tmp, acc[o]);
-                std::memcpy(y + (o0 + o) * P + oh * s.OW + ow, tmp, sizeof(float) * (s.OW - ow));
-            }
-        }
+        float* yr = y + o0 * P + oh * s.OW;
+        for (int64_t ow = 0; ow < s.OW; ow += chunk)
+            conv_few_store<S, NV, C_>(s, d, Wr, planes, wo, bo, oh, std::min(ow, s.OW - chunk), yr, P, act, clamp);
     }
 }
 
 template <int S>
 static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
                      const float* b, float* y, Act act) {
+    // 32 vector registers (AVX-512, NEON) hold 4 x 4 accumulators, 16 (AVX2, wasm) 4 x 2
+#if GPRT_VW == 16 || defined(__aarch64__)
+    const bool wide = s.OW >= 4 * VW;
+#else
+    const bool wide = false;
+#endif
     parallel_for(pool, s.OC / 4, [&](int64_t b0, int64_t e0, int) {
         for (int64_t ob = b0; ob < e0; ob++) {
-            switch (s.C) {
-                case 1: conv_few_rows<S, 1>(s, d, planes, w, b, y, act, ob * 4); break;
-                case 2: conv_few_rows<S, 2>(s, d, planes, w, b, y, act, ob * 4); break;
-                case 3: conv_few_rows<S, 3>(s, d, planes, w, b, y, act, ob * 4); break;
-                default: conv_few_rows<S, 4>(s, d, planes, w, b, y, act, ob * 4); break;
-            }
+            if (wide && s.C == 3)
+                conv_few_rows<S, 4, 3>(s, d, planes, w, b, y, act, ob * 4);
+            else if (wide)
+                conv_few_rows<S, 4, 0>(s, d, planes, w, b, y, act, ob * 4);
+            else if (s.C == 3)
+                conv_few_rows<S, 2, 3>(s, d, planes, w, b, y, act, ob * 4);
+            else
+                conv_few_rows<S, 2, 0>(s, d, planes, w, b, y, act, ob * 4);
         }
     });
 }
@@ -609,6 +864,7 @@ static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const floa
 size_t conv_workspace(const ConvShape& s, int threads) {
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G;
     if (is_depthwise(s)) {
+        if (dw_flat(s)) return dw_flat_floats(s, threads) * sizeof(float);
         DwPlan d = dw_plan(s);
         size_t per = (size_t)(d.plane + d.grid + 32);
         if (dw_channels_last(s)) per = std::max(per, dw_tile_floats(s));
@@ -655,6 +911,7 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
             Act act) {
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G, Kg = Cg * s.KH * s.KW;
     if (is_depthwise(s)) {
+        if (dw_flat(s)) return dw_flat_run(pool, s, x, w, b, y, act, ws);
         DwPlan d = dw_plan(s);
         int64_t per = d.plane + d.grid + 32;
         int64_t blocks = 0;  // channel blocks of VW done channels-last; the leftover channels one at a time

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "gprt/gprt.h"
+#include "gprt/vec.h"
 
 namespace gprt {
 
@@ -296,6 +297,26 @@ void avg_pool2d(const PoolShape& s, const float* x, float* y) {
 }
 
 void adaptive_avg_pool2d(int64_t NC, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x, float* y) {
+    if (OH == 1 && OW == 1) {  // global pooling: a vector sum per channel (a scalar sum is one long FP add chain)
+        const int64_t n = H * W;
+        for (int64_t nc = 0; nc < NC; nc++) {
+            const float* xc = x + nc * n;
+            vf acc[2] = {vf{}, vf{}};
+            int64_t i = 0;
+            for (; i + 2 * VW <= n; i += 2 * VW) {
+                acc[0] += vload(xc + i);
+                acc[1] += vload(xc + i + VW);
+            }
+            for (; i + VW <= n; i += VW) acc[0] += vload(xc + i);
+            float lanes[VW];
+            vstore(lanes, acc[0] + acc[1]);
+            float sum = 0.f;
+            for (int l = 0; l < VW; l++) sum += lanes[l];
+            for (; i < n; i++) sum += xc[i];
+            y[nc] = sum / (float)n;
+        }
+        return;
+    }
     for (int64_t nc = 0; nc < NC; nc++) {
         const float* xc = x + nc * H * W;
         for (int64_t oh = 0; oh < OH; oh++) {

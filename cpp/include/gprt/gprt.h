@@ -70,10 +70,41 @@ size_t matmul_workspace(int64_t M, int64_t N, int64_t K, int threads);
 // K: input channels (rows of X).
 void spmm_block(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                 const float* values, const float* bias, const float* x, float* y, Act act);
+// The same with the rows of X ldx floats apart and the rows of Y ldy floats apart (a band of pixel rows).
+void spmm_block_strided(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts,
+                        const int32_t* incs, const float* values, const float* bias, const float* x, int64_t ldx,
+                        float* y, int64_t ldy, Act act);
 // N:M: every group of m consecutive input channels keeps n values; values[M, K/m*n], idx[M, K/m*n]
 // gives each value's position inside its group. (n, m) is one of (2, 4), (1, 4), (4, 8).
 void spmm_nm(Pool* pool, int n, int m, int64_t M, int64_t K, int64_t P, const float* values, const uint8_t* idx,
              const float* bias, const float* x, float* y, Act act);
+
+// ---- fused chains: [1x1 expand] -> depthwise -> 1x1 project [+ residual], one band of output rows at a time ----
+// The expanded and the depthwise tensors of an inverted-residual block exist only one band of rows at a
+// time (sized by the code generator to stay in L2), so they never travel to L3 and back.
+// A 1x1 layer's format: nb = 0 dense (w is [OC, C]), else block-CSR with nb rows per block (1 = CSR; w are
+// the values, see spmm_block).
+struct PointwiseShape {
+    int64_t C, OC;
+    int nb;
+};
+struct PointwiseWeights {
+    const float* w;
+    const int32_t* counts;
+    const int32_t* incs;
+    const float* bias;
+    Act act;
+};
+struct FusedShape {
+    ConvShape dw;                    // the depthwise layer (its C is the expanded width)
+    PointwiseShape expand, project;  // expand.OC == 0: no expand, the chain's input is the depthwise input
+    int64_t band;                    // output rows per band
+};
+size_t fused_workspace(const FusedShape& s, int threads);
+// x: the chain's input; res: nullptr or a tensor shaped like y added to the project's output, then res_act.
+void fused_block(Pool* pool, float* ws, const FusedShape& s, const PointwiseWeights& expand, const float* dw_w,
+                 const float* dw_b, Act dw_act, const PointwiseWeights& project, const float* x, const float* res,
+                 Act res_act, float* y);
 
 // ---- elementwise ----
 enum Unary {

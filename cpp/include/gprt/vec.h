@@ -3,6 +3,7 @@
 // or SSE (4), or the portable scalar path (1; also forced with -DGPRT_SCALAR). GCC/Clang vector
 // extensions give +, -, * (contracted to FMA under -ffp-contract=fast) on every ISA.
 #pragma once
+#include <cstdint>
 #include <cstring>
 
 #if defined(GPRT_SCALAR)
@@ -33,6 +34,7 @@ static inline vf vload(const float* p) { return *p; }
 static inline void vstore(float* p, vf v) { *p = v; }
 static inline vf vbcast(float s) { return s; }
 static inline vf vclamp(vf v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+static inline vf vmask(vf v, const int32_t* m) { return *m ? v : 0.f; }
 #else
 typedef float vf __attribute__((vector_size(GPRT_VW * 4)));
 static inline vf vload(const float* p) {
@@ -46,6 +48,13 @@ static inline vf vclamp(vf v, float lo, float hi) {  // lane-wise select: one ma
     vf l = vbcast(lo), h = vbcast(hi);
     v = v < l ? l : v;
     return v > h ? h : v;
+}
+typedef int32_t vi __attribute__((vector_size(GPRT_VW * 4)));
+// v where the lanes of the int32 mask m are all ones, +0 where they are 0 (bitwise: NaN and inf stay out)
+static inline vf vmask(vf v, const int32_t* m) {
+    vi mm;
+    std::memcpy(&mm, m, sizeof mm);
+    return (vf)((vi)v & mm);
 }
 #endif
 
