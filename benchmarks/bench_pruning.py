@@ -70,6 +70,7 @@ from zoo import ZOO  # noqa: E402
 
 import graphprune as gp  # noqa: E402
 from graphprune.ir.graph import Graph  # noqa: E402
+from graphprune.parallel import threads  # noqa: E402
 
 RATIO = 0.5
 ROUNDED = (8, 16)  # round_to values whose latency is measured too
@@ -906,6 +907,7 @@ def machine() -> str:
         load = "?"
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
             f"torch-pruning {tp_version}, onnxruntime {ort.__version__}, {torch.get_num_threads()} torch threads, "
+            f"{threads()} graphprune threads (graphprune.parallel: weights scored and sliced side by side), "
             f"load average at the end {load}")
 
 
