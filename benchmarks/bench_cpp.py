@@ -409,8 +409,10 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   copy and runs the full-tile kernel (7x7 and 14x14 layers had a scalar tail before). Tiles narrow
   enough for the copy to stay in L1 (32 pixels) were slower (CSR 90%: 0.80 against 0.61 ms), and so were
   128-pixel CSR tiles (0.75 ms) and software prefetch of the rows a few nonzeros ahead.
-- Two threads: the second core was mostly busy with other jobs (two plain std::threads ran one after the
-  other at those moments), so the 2-thread figures understate the scaling of the pool.
+- Two threads: the pool's workers (and the caller) spin for about 50-100 us before they sleep: layers
+  hand out work back to back, and a condition-variable wake per layer had made two threads slower than
+  one on the whole model (pruned MobileNetV2 on dense kernels: 2.50 ms before, 2.00 ms after, one thread
+  2.69 ms). The second core is shared with other jobs, so 2-thread figures swing more than 1-thread ones.
 - Dense: the gprt GEMM (8x3 AVX-512 register tile, packed panels) runs at OpenBLAS and onnxruntime speed
   here, so no library stands behind the kernel interface.
 - 2:4: four output rows at a time over the 32-pixel tile (8 independent accumulators); each kept weight
@@ -440,7 +442,7 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   stem 11% and the classifier's 640 x 1000 GEMV (2.5 MB of weights read per run) 6%. 2x onnxruntime
   needs roughly a further 0.2 ms; the next steps would be the stride-1 depthwise read in place (no
   plane copy) and the stem without its even/odd split.
-- CSR at 90%: 4.33 to 4.47x onnxruntime over three full runs of this script today, short of 4.5x by
+- CSR at 90%: 4.33 to 4.47x onnxruntime over five full runs of this script today, short of 4.5x by
   about the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
   close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.
 - onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
