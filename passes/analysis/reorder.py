@@ -33,7 +33,9 @@ The search (`plan`):
   subsets of readers in decreasing order of bytes saved, the first feasible one is optimal (at
   most 2^8 C1P tests, most rejected by the atom count).
 - Larger segments: greedy in decreasing order of bytes (add a reader when the family stays C1P),
-  then the result is compared with UPSCALE's order and the better one kept (up to 32 readers).
+  then local improvement (trade one chosen reader for one or two others that save more bytes and
+  fit, refill greedily, repeat; at most `LOCAL_TESTS` C1P tests), then the result is compared with
+  UPSCALE's order and the better one kept (up to 32 readers).
 - Inside each atom the channels are grouped by their membership in the readers left copying and
   the groups chained by similarity (nearest neighbour), so those readers read few runs.
 
@@ -68,6 +70,7 @@ __all__ = [
 EXACT_READERS = 8  # segments with at most this many contiguous-capable readers are solved exactly
 UPSCALE_READERS = 32  # larger segments are not compared with UPSCALE's (exponential) path search
 DFS_BUDGET = 200_000  # C1P search steps per test; exhausting it counts as "not C1P"
+LOCAL_TESTS = 400  # C1P tests the local improvement of a large segment's greedy choice may make
 
 
 @dataclass(frozen=True)
@@ -350,10 +353,7 @@ def _plan(seg: SegmentSpec, whole: SegmentSpec) -> list[np.ndarray]:
             if orders is not None:
                 return orders
         raise AssertionError("the empty subset is always feasible")
-    chosen: list[int] = []
-    for i in sorted(cand, key=lambda i: -weight[i]):
-        if _orders_for(seg, needs, [*chosen, i]) is not None:
-            chosen.append(i)
+    chosen = _improve(seg, needs, weight, cand, _greedy(seg, needs, weight, cand, []))
     best = _orders_for(seg, needs, chosen)
     assert best is not None
     if len(whole.readers) > UPSCALE_READERS:
@@ -361,6 +361,44 @@ def _plan(seg: SegmentSpec, whole: SegmentSpec) -> list[np.ndarray]:
     theirs = upscale_order(whole)
     key = lambda o: (total_bytes(evaluate(whole, o)), sum(c.runs for c in evaluate(whole, o)))  # noqa: E731
     return best if key(best) <= key(theirs) else theirs
+
+
+def _greedy(seg: SegmentSpec, needs: list[_Need], weight: list[int], cand: list[int], chosen: list[int]) -> list[int]:
+    """`chosen` plus every other candidate, heaviest first, that keeps the families C1P."""
+    chosen = list(chosen)
+    for i in sorted((i for i in cand if i not in chosen), key=lambda i: -weight[i]):
+        if _orders_for(seg, needs, [*chosen, i]) is not None:
+            chosen.append(i)
+    return chosen
+
+
+def _improve(seg: SegmentSpec, needs: list[_Need], weight: list[int], cand: list[int], chosen: list[int]) -> list[int]:
+    """Local improvement of a greedy choice: give up one chosen reader for one or two others that
+    save more bytes together and fit with the rest, then refill greedily; repeat while the bytes
+    saved grow (they strictly do, so it ends). At most LOCAL_TESTS C1P tests: each round tries the
+    lightest chosen readers first and, for each, the heaviest replacements first, O(c * n^2) tests
+    for c chosen of n readers."""
+    tests = 0
+    while tests < LOCAL_TESTS:
+        saved = sum(weight[i] for i in chosen)
+        rest = sorted((i for i in cand if i not in chosen), key=lambda i: -weight[i])
+        swaps = [(i,) for i in rest] + list(itertools.combinations(rest, 2))
+        better = None
+        for out in sorted(chosen, key=lambda i: weight[i]):
+            base = [i for i in chosen if i != out]
+            for add in sorted(swaps, key=lambda a: -sum(weight[i] for i in a)):
+                if sum(weight[i] for i in add) <= weight[out] or tests >= LOCAL_TESTS:
+                    break
+                tests += 1
+                if _orders_for(seg, needs, [*base, *add]) is not None:
+                    better = _greedy(seg, needs, weight, cand, [*base, *add])
+                    break
+            if better is not None:
+                break
+        if better is None or sum(weight[i] for i in better) <= saved:
+            return chosen
+        chosen = better
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------------
