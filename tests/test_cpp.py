@@ -153,7 +153,8 @@ def sparse_model(kind: str, cout: int = 36) -> tuple[gp.Graph, list[np.ndarray]]
 
 def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
     """The dense conv kernels' special paths on shapes that reach them with AVX-512 vectors (and with
-    4-wide ones): the few-channel stem (3x3, stride 2), depthwise row kernels (3x3 and 5x5, stride 1
+    4-wide ones): the few-channel stem (3x3, stride 2: read in place from an even width, from split
+    planes on an odd one), depthwise row kernels (3x3 and 5x5, stride 1
     and 2, odd widths: partial last vectors; stride 2 read in place from an even width, 66, and an odd
     one, 33, and from rows narrower than two vectors, 20 and 13), the channels-last depthwise of small images (24
     channels: a block of 16 and 8 left over) and the flat stride-1 depthwise of narrow images (3x3 and
@@ -178,10 +179,12 @@ def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
             # stride 2 read in place from rows narrower than two vectors (the reads run into later rows
             # and past the channel's end), an even width and an odd one
             self.dw_narrow = torch.nn.Conv2d(3, 3, 3, stride=2, padding=1, groups=3)
+            self.stem_odd = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)  # 2 OW > W: the split planes
 
         def forward(self, x):
             few = self.few2(x[:, :2])
             narrow = self.dw_narrow(x[:, :, :17, :20]), self.dw_narrow(x[:, :, :16, :13])  # 9 x 10, 8 x 7
+            narrow = (*narrow, self.stem_odd(x[:, :, :, :131]))
             x = torch.nn.functional.relu6(self.stem(x))  # 8 x 20 x 66
             x = self.dw5(torch.relu(self.dw1(x)))
             x = self.pw(torch.nn.functional.relu6(self.dw2(x)))  # 24 x 10 x 33

@@ -777,11 +777,22 @@ static bool conv_few_channels(const ConvShape& s) {
            s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
 }
 
+// Stride 2 with every odd column inside the row (2 OW <= W: each vector's reads stay in its row) and
+// left padding 1: read in place (measured on the MobileNetV2 stem, 3 -> 16 on 224 x 224: the split of
+// the input into even and odd columns took a quarter of the layer).
+static bool conv_few_direct(const ConvShape& s) {
+    return s.SW == 2 && s.SH == 2 && s.PW == 1 && s.PH <= 1 && 2 * s.OW <= s.W;
+}
+
 // NV output vectors along the row for 4 output channels from column ow of output row oh, clamped and
 // stored: every tap loads NV input vectors and 4 weight broadcasts for 4 * NV FMAs (FMA-bound, not
 // load-bound), and the 4 * NV accumulators are independent chains enough to hide the FMA latency.
 // C_: the input channels when compile-time (3, RGB), 0 to take them from s.
-template <int S, int NV, int C_>
+// D (direct, stride 2): the taps read the input in place, as dw_s2_direct_channel does: two vectors of
+// the row give the even and odd columns, the odd ones shifted a lane right the left tap, carrying in
+// column 2ow-1 (0 at the left edge); rows above or below the image are skipped. `planes` is then the
+// input itself.
+template <int S, int NV, int C_, bool D>
 static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, const float* planes, const float* wo,
                            const float* bo, int64_t oh, int64_t ow, float* yr, int64_t P, Act act, bool clamp) {
     constexpr int OB = 4;
@@ -792,7 +803,38 @@ static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, cons
         GPRT_UNROLL
         for (int n = 0; n < NV; n++) acc[o][n] = vbcast(bo ? bo[o] : 0.f);
     }
+#if GPRT_VW > 1
+    auto direct = [&](int64_t c) {
+        const float* xc = planes + c * s.H * s.W;
+        GPRT_UNROLL
+        for (int kh = 0; kh < 3; kh++) {
+            int64_t ih = oh * 2 - s.PH + kh;
+            if (ih < 0 || ih >= s.H) continue;
+            const float* r = xc + ih * s.W + 2 * ow;
+            vf ev[NV], od[NV], lf[NV];
+            GPRT_UNROLL
+            for (int n = 0; n < NV; n++) {
+                vf a = vload(r + 2 * n * VW), b = vload(r + 2 * n * VW + VW);
+                ev[n] = __builtin_shufflevector(a, b, GPRT_EVEN);
+                od[n] = __builtin_shufflevector(a, b, GPRT_ODD);
+            }
+            lf[0] = __builtin_shufflevector(vbcast(ow > 0 ? r[-1] : 0.f), od[0], GPRT_SHIFT1);
+            GPRT_UNROLL
+            for (int n = 1; n < NV; n++) lf[n] = __builtin_shufflevector(od[n - 1], od[n], GPRT_SHIFT1);
+            GPRT_UNROLL
+            for (int o = 0; o < OB; o++) {
+                const float* wk = wo + (o * C + c) * 9 + kh * 3;
+                vf w0 = vbcast(wk[0]), w1 = vbcast(wk[1]), w2 = vbcast(wk[2]);
+                GPRT_UNROLL
+                for (int n = 0; n < NV; n++) acc[o][n] += w0 * lf[n] + w1 * ev[n] + w2 * od[n];
+            }
+        }
+    };
+#endif
     auto channel = [&](int64_t c) {
+#if GPRT_VW > 1
+        if (D) return direct(c);
+#endif
         const float* even = planes + c * d.plane;
         const float* odd = even + d.Hp * Wr;
         GPRT_UNROLL
@@ -830,21 +872,32 @@ static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, cons
 // Chunks of NV vectors along each output row; the last chunk ends at the row's end, overlapping the one
 // before (its columns computed twice, to the same values), so no single-vector chains and no partial
 // stores. The row is at least NV vectors wide (conv_few_channels asks 2).
-template <int S, int NV, int C_>
+template <int S, int NV, int C_, bool D>
 static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
-                          float* y, Act act, int64_t o0) {
+                          float* y, Act act, int64_t oh0, int64_t oh1) {
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW, chunk = NV * VW;
-    const float* wo = w + o0 * s.C * 9;
-    const float* bo = b ? b + o0 : nullptr;
-    for (int64_t oh = 0; oh < s.OH; oh++) {
-        float* yr = y + o0 * P + oh * s.OW;
-        for (int64_t ow = 0; ow < s.OW; ow += chunk)
-            conv_few_store<S, NV, C_>(s, d, Wr, planes, wo, bo, oh, std::min(ow, s.OW - chunk), yr, P, act, clamp);
-    }
+    for (int64_t oh = oh0; oh < oh1; oh++)
+        for (int64_t o0 = 0; o0 < s.OC; o0 += 4) {  // every output channel from the same (L1) input rows
+            float* yr = y + o0 * P + oh * s.OW;
+            const float* wo = w + o0 * s.C * 9;
+            const float* bo = b ? b + o0 : nullptr;
+            int64_t ow = 0;
+            for (; ow + chunk <= s.OW; ow += chunk)
+                conv_few_store<S, NV, C_, D>(s, d, Wr, planes, wo, bo, oh, ow, yr, P, act, clamp);
+            // the rest: in as few vectors as cover it, the last chunk ending at the row's end
+            const int64_t rest = s.OW - ow;
+            if (rest == 0) continue;
+            if (NV > 2 && rest <= 2 * VW)
+                conv_few_store<S, 2, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 2 * VW, yr, P, act, clamp);
+            else if (NV > 3 && rest <= 3 * VW)
+                conv_few_store<S, 3, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 3 * VW, yr, P, act, clamp);
+            else
+                conv_few_store<S, NV, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - chunk, yr, P, act, clamp);
+        }
 }
 
-template <int S>
+template <int S, bool D>
 static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
                      const float* b, float* y, Act act) {
     // 32 vector registers (AVX-512, NEON) hold 4 x 4 accumulators, 16 (AVX2, wasm) 4 x 2
@@ -853,17 +906,15 @@ static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const floa
 #else
     const bool wide = false;
 #endif
-    parallel_for(pool, s.OC / 4, [&](int64_t b0, int64_t e0, int) {
-        for (int64_t ob = b0; ob < e0; ob++) {
-            if (wide && s.C == 3)
-                conv_few_rows<S, 4, 3>(s, d, planes, w, b, y, act, ob * 4);
-            else if (wide)
-                conv_few_rows<S, 4, 0>(s, d, planes, w, b, y, act, ob * 4);
-            else if (s.C == 3)
-                conv_few_rows<S, 2, 3>(s, d, planes, w, b, y, act, ob * 4);
-            else
-                conv_few_rows<S, 2, 0>(s, d, planes, w, b, y, act, ob * 4);
-        }
+    parallel_for(pool, s.OH, [&](int64_t b0, int64_t e0, int) {
+        if (wide && s.C == 3)
+            conv_few_rows<S, 4, 3, D>(s, d, planes, w, b, y, act, b0, e0);
+        else if (wide)
+            conv_few_rows<S, 4, 0, D>(s, d, planes, w, b, y, act, b0, e0);
+        else if (s.C == 3)
+            conv_few_rows<S, 2, 3, D>(s, d, planes, w, b, y, act, b0, e0);
+        else
+            conv_few_rows<S, 2, 0, D>(s, d, planes, w, b, y, act, b0, e0);
     });
 }
 
@@ -948,6 +999,11 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
         DwPlan d = dw_plan(s);
         for (int64_t n = 0; n < s.N; n++) {
             const float* xn = x + n * s.C * s.H * s.W;
+            float* yn = y + n * s.OC * P;
+            if (conv_few_direct(s)) {
+                conv_few<2, true>(pool, s, d, xn, w, b, yn, act);
+                continue;
+            }
             for (int64_t c = 0; c < s.C; c++) {
                 float* plane = ws + c * d.plane;
                 if (s.SW == 2)
@@ -955,8 +1011,7 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
                 else
                     fill_plane(s, d, xn + c * s.H * s.W, plane);
             }
-            float* yn = y + n * s.OC * P;
-            s.SW == 2 ? conv_few<2>(pool, s, d, ws, w, b, yn, act) : conv_few<1>(pool, s, d, ws, w, b, yn, act);
+            s.SW == 2 ? conv_few<2, false>(pool, s, d, ws, w, b, yn, act) : conv_few<1, false>(pool, s, d, ws, w, b, yn, act);
         }
         return;
     }
