@@ -602,14 +602,17 @@ static bool dw_s2_direct(const ConvShape& s) {
 #define GPRT_EVEN 0, 2, 4, 6
 #define GPRT_ODD 1, 3, 5, 7
 #define GPRT_SHIFT1 3, 4, 5, 6
+#define GPRT_NEXT1 1, 2, 3, 4
 #elif GPRT_VW == 8
 #define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14
 #define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15
 #define GPRT_SHIFT1 7, 8, 9, 10, 11, 12, 13, 14
+#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8
 #elif GPRT_VW == 16
 #define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
 #define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 #define GPRT_SHIFT1 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
+#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
 #endif
 
 static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
@@ -672,9 +675,82 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
 #endif
 }
 
+// ---- stride 1, 3x3, 'same' width, rows of at least two vectors: read in place, no plane ----
+// Two output rows at a time from the (up to) four input rows they share, rows outside the image skipped
+// (any top padding: the fused chains' bands have none but the first).
+// Output vector ow reads its input row at ow - 1, ow and ow + 1: plain loads inside the row; the left
+// tap of the first vector is the row's first vector shifted a lane right (0 in), the right tap of the
+// last vector the last one shifted a lane left (0 in). The last vector ends at the row's end,
+// overlapping the one before when W is not a whole number of vectors (same values stored twice), so no
+// read leaves the row. Replaces the copy of every channel into a zero-padded plane.
+static bool dw_s1_direct(const ConvShape& s) {
+    return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
+           s.OW == s.W && s.W >= 2 * VW;
+}
+
+template <int RO>
+static inline void dw_s1_rows(const ConvShape& s, const float* x, const vf* wv, float bias, float* y, int64_t oh,
+                              Act act, bool clamp) {
+#if GPRT_VW > 1
+    const float* rows[RO + 2];
+    bool valid[RO + 2];
+    GPRT_UNROLL
+    for (int kh = 0; kh < RO + 2; kh++) {
+        int64_t ih = oh - s.PH + kh;
+        valid[kh] = ih >= 0 && ih < s.H;
+            rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
+    }
+    auto one = [&](int64_t ow, int edge) {  // edge: 0 the row's first vector, 1 inside, 2 its last
+        vf acc[RO][3];
+        GPRT_UNROLL
+        for (int r = 0; r < RO; r++) {
+            acc[r][0] = vbcast(bias);
+            acc[r][1] = acc[r][2] = vf{};
+        }
+        GPRT_UNROLL
+        for (int kh = 0; kh < RO + 2; kh++) {
+            if (!valid[kh]) continue;
+            const float* p = rows[kh] + ow;
+            vf c = vload(p);
+            vf l = edge == 0 ? __builtin_shufflevector(vf{}, c, GPRT_SHIFT1) : vload(p - 1);
+            vf rt = edge == 2 ? __builtin_shufflevector(c, vf{}, GPRT_NEXT1) : vload(p + 1);
+            GPRT_UNROLL
+            for (int r = 0; r < RO; r++) {
+                const int k = kh - r;
+                if (k < 0 || k > 2) continue;
+                acc[r][0] += wv[k * 3] * l;
+                acc[r][1] += wv[k * 3 + 1] * c;
+                acc[r][2] += wv[k * 3 + 2] * rt;
+            }
+        }
+        GPRT_UNROLL
+        for (int r = 0; r < RO; r++) {
+            vf a = acc[r][0] + acc[r][1] + acc[r][2];
+            vstore(y + (oh + r) * s.W + ow, clamp ? vclamp(a, act.lo, act.hi) : a);
+        }
+    };
+    one(0, 0);
+    int64_t ow = VW;
+    for (; ow + VW < s.W; ow += VW) one(ow, 1);
+    one(s.W - VW, 2);
+#else
+    (void)s, (void)x, (void)wv, (void)bias, (void)y, (void)oh, (void)act, (void)clamp;
+#endif
+}
+
+static void dw_s1_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    vf wv[9];
+    for (int i = 0; i < 9; i++) wv[i] = vbcast(w[i]);
+    int64_t oh = 0;
+    for (; oh + 2 <= s.OH; oh += 2) dw_s1_rows<2>(s, x, wv, bias, y, oh, act, clamp);
+    if (oh < s.OH) dw_s1_rows<1>(s, x, wv, bias, y, oh, act, clamp);
+}
+
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
                               float* y, Act act, float* plane, float* grid) {
     if (dw_s2_direct(s)) return dw_s2_direct_channel(s, x, w, bias, y, act);
+    if (dw_s1_direct(s)) return dw_s1_direct_channel(s, x, w, bias, y, act);
     if (dw_rowwise(s)) {
         if (s.SW == 2)
             fill_split(s, d, x, plane, plane + d.Hp * (d.Wp / 2));  // (and the slack the last vectors read)
