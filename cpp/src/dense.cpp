@@ -501,9 +501,10 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
 struct DwFlat {
     int64_t front, span, Pr;  // zero guard before the channel, buffer floats per thread, output floats rounded
 };
+static bool dw_s1_direct(const ConvShape& s);
 static bool dw_flat(const ConvShape& s) {
     return VW > 1 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.OW == s.W && s.KH == s.KW &&
-           (s.KH == 3 || s.KH == 5) && s.PW == s.KW / 2 && s.PH < s.KH && s.OW < 2 * VW;
+           (s.KH == 3 || s.KH == 5) && s.PW == s.KW / 2 && s.PH < s.KH && s.OW < 2 * VW && !dw_s1_direct(s);
 }
 static DwFlat dw_flat_plan(const ConvShape& s) {
     DwFlat f;
@@ -682,10 +683,11 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
 // tap of the first vector is the row's first vector shifted a lane right (0 in), the right tap of the
 // last vector the last one shifted a lane left (0 in). The last vector ends at the row's end,
 // overlapping the one before when W is not a whole number of vectors (same values stored twice), so no
-// read leaves the row. Replaces the copy of every channel into a zero-padded plane.
+// read leaves the row. Replaces the copy of every channel into a zero-padded plane, and the flat kernel
+// below on rows of one to two vectors (96 x 28 x 28: 24 -> 19 us).
 static bool dw_s1_direct(const ConvShape& s) {
     return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
-           s.OW == s.W && s.W >= 2 * VW;
+           s.OW == s.W && s.W > VW;
 }
 
 template <int RO>
