@@ -633,10 +633,12 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
             valid[kh] = ih >= 0 && ih < s.H;
             rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
         }
-        vf carry[3] = {vf{}, vf{}, vf{}};  // the previous vector's odd columns, per kernel row
+        vf carry = vf{};  // the previous vector's left-tap sum
         float* yr = y + oh * s.OW;
         for (int64_t v = 0; v < nvec; v++) {
-            vf acc[3] = {vbcast(bias), vf{}, vf{}};  // a partial sum per kernel column
+            // a partial sum per kernel column; the left column's is summed over the kernel rows on the odd
+            // columns unshifted and shifted once at the end (the shift is linear): 7 shuffles, not 9
+            vf acc[3] = {vf{}, vbcast(bias), vf{}};
             GPRT_UNROLL
             for (int kh = 0; kh < 3; kh++) {
                 if (!valid[kh]) continue;
@@ -653,13 +655,12 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
                 vf a = vload(src), b = vload(src + VW);
                 vf even = __builtin_shufflevector(a, b, GPRT_EVEN);
                 vf odd = __builtin_shufflevector(a, b, GPRT_ODD);
-                vf left = __builtin_shufflevector(carry[kh], odd, GPRT_SHIFT1);
-                carry[kh] = odd;
-                acc[0] += wv[kh * 3] * left;
+                acc[0] += wv[kh * 3] * odd;
                 acc[1] += wv[kh * 3 + 1] * even;
                 acc[2] += wv[kh * 3 + 2] * odd;
             }
-            vf out = acc[0] + acc[1] + acc[2];
+            vf out = __builtin_shufflevector(carry, acc[0], GPRT_SHIFT1) + acc[1] + acc[2];
+            carry = acc[0];
             if (clamp) out = vclamp(out, act.lo, act.hi);
             int64_t at = v * VW;
             if ((oh * s.OW + at + VW) <= s.OH * s.OW) {
