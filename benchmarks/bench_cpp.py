@@ -427,30 +427,30 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   columns from two row vectors, the left tap a lane shift), per-kernel-column partial sums in the
   depthwise row kernels, a flat kernel for narrow images, the sparse kernels' zero-padded last tile, a
   vector global average pool. This round (same profile, interleaved builds): (1) the stride-1 3x3
-  depthwise reads its input in place too (two output rows from the four input rows they share, the
-  first vector's left tap and the last vector's right tap a lane shift with a zero in, the last vector
-  ending at the row's end), with no copy of every channel into a zero-padded plane, four output rows
-  from six input rows where there are 32 vector registers: 16 x 112 x 112 75 -> 41 us, the fused
-  56 x 56 block (its bands have no top padding but the first) 141 -> 110 us, and on AVX-512 it replaces
-  the flat kernel on 28 x 28 (96 channels: 24 -> 17 us); (2) the stem (3 -> 16,
-  3x3 stride 2 on 224 x 224) reads the image in place the same way instead of splitting every channel
-  into even and odd columns, computes every output channel from one input row while it is in L1, and
-  covers the row's rest with 2 or 3 vectors instead of an overlapping 4 (112 columns are 7 vectors):
-  141 -> 98 us; (3) the in-place stride-2 depthwise also on rows narrower than two vectors (28 x 28 ->
-  14 x 14, 192 channels: 35 -> 13 us, it had gone through a padded plane and a grid), its left taps
-  summed over the kernel rows before their one lane shift (7 shuffles per vector, not 9: a few per
-  cent). The profile now sums to about 1.05 ms (the whole run takes about 0.1 ms longer: the layers do not start with their
-  data in cache). By perf samples the 4x1-block sparse kernel takes 40%: on the layers with 8 to 16
-  input channels a block row has one or two nonzero blocks, so its 16 output vectors' stores and the
-  relu6 clamps (two ops per vector on the FMA ports) bound it, not its FMAs; the depthwise kernels
-  take about 33% (stride 2 is bound by its three shuffles per tap row, the 14 x 14 and 7 x 7 layers by
-  per-channel setup and the channels-last transposes), the stem 9%, the classifier's 640 x 1000 GEMV
-  7% (81 us: 2.5 MB of weights streamed from L3 at about 31 GB/s). Tried and dropped: the in-place
-  stride-2 kernel on 14 x 14 -> 7 x 7 (as fast as the channels-last one), a tile copy in the sparse
-  kernel without reloads of its captured sizes (no change), fusing the 16 x 112 x 112 depthwise with
-  its project (no expand; 67 -> 87 us: the band's input rows are copied), six rows per depthwise pass. 2x onnxruntime needs a further 0.1 ms or
-  so; what is left would take a different layout for the small layers (channels-last blocks with vector
-  transposes) and fusing the 112 x 112 expand into its depthwise.
+  depthwise reads its input in place too (two output rows from the four input rows they share, the first
+  vector's left tap and the last vector's right tap a lane shift with a zero in, the last vector ending at
+  the row's end), with no copy of every channel into a zero-padded plane, four output rows from six input
+  rows where there are 32 vector registers: 16 x 112 x 112 75 -> 41 us, the fused 56 x 56 block (its bands
+  have no top padding but the first) 141 -> 110 us, and on AVX-512 it replaces the flat kernel on 28 x 28
+  (96 channels: 24 -> 17 us); (2) the stem (3 -> 16, 3x3 stride 2 on 224 x 224) reads the image in place
+  the same way instead of splitting every channel into even and odd columns, computes every output channel
+  from one input row while it is in L1, and covers the row's rest with 2 or 3 vectors instead of an
+  overlapping 4 (112 columns are 7 vectors): 141 -> 98 us; (3) the in-place stride-2 depthwise also on
+  rows narrower than two vectors (28 x 28 -> 14 x 14, 192 channels: 35 -> 13 us, it had gone through a
+  padded plane and a grid), its left taps summed over the kernel rows before their one lane shift (7
+  shuffles per vector, not 9: a few per cent). The profile now sums to about 1.05 ms (the whole run takes
+  about 0.1 ms longer: the layers do not start with their data in cache). By perf samples the 4x1-block
+  sparse kernel takes about 40%: on the layers with 8 to 16 input channels a block row has one or two
+  nonzero blocks, so its 16 output vectors' stores and the relu6 clamps (two ops per vector on the FMA
+  ports) bound it, not its FMAs; the depthwise kernels about 33% (the 14 x 14 and 7 x 7 layers by
+  per-channel setup and the channels-last transposes; the stride-2 ones at about half their FMA rate, not
+  bound by their shuffles alone), the stem 9%, the classifier's 640 x 1000 GEMV 7% (81 us: 2.5 MB of
+  weights streamed from L3 at about 31 GB/s). Tried and dropped: the in-place stride-2 kernel on 14 x 14
+  -> 7 x 7 (as fast as the channels-last one), a tile copy in the sparse kernel without reloads of its
+  captured sizes (no change), fusing the 16 x 112 x 112 depthwise with its project (no expand; 67 -> 87
+  us: the band's input rows are copied), six rows per depthwise pass. 2x onnxruntime needs a further 0.1
+  ms or so; what is left would take a different layout for the small layers (channels-last blocks with
+  vector transposes) and fusing the 112 x 112 expand into its depthwise.
 - CSR at 90%: 4.33 to 4.47x onnxruntime over five full runs of this script today, short of 4.5x by
   about the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
   close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.
