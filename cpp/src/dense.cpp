@@ -861,11 +861,11 @@ static bool conv_few_channels(const ConvShape& s) {
            s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
 }
 
-// Stride 2 with every odd column inside the row (2 OW <= W: each vector's reads stay in its row) and
-// left padding 1: read in place (measured on the MobileNetV2 stem, 3 -> 16 on 224 x 224: the split of
+// RGB, stride 2 with every odd column inside the row (2 OW <= W: each vector's reads stay in its row)
+// and left padding 1: read in place (measured on the MobileNetV2 stem, 3 -> 16 on 224 x 224: the split of
 // the input into even and odd columns took a quarter of the layer).
 static bool conv_few_direct(const ConvShape& s) {
-    return s.SW == 2 && s.SH == 2 && s.PW == 1 && s.PH <= 1 && 2 * s.OW <= s.W;
+    return s.C == 3 && s.SW == 2 && s.SH == 2 && s.PW == 1 && s.PH <= 1 && 2 * s.OW <= s.W;
 }
 
 // NV output vectors along the row for 4 output channels from column ow of output row oh, clamped and
@@ -972,12 +972,17 @@ static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* plan
             // the rest: in as few vectors as cover it, the last chunk ending at the row's end
             const int64_t rest = s.OW - ow;
             if (rest == 0) continue;
-            if (NV > 2 && rest <= 2 * VW)
-                conv_few_store<S, 2, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 2 * VW, yr, P, act, clamp);
-            else if (NV > 3 && rest <= 3 * VW)
-                conv_few_store<S, 3, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 3 * VW, yr, P, act, clamp);
-            else
-                conv_few_store<S, NV, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - chunk, yr, P, act, clamp);
+            if constexpr (NV == 4 && C_ == 3 && D) {  // (the RGB stem only: every variant is runtime code)
+                if (rest <= 2 * VW) {
+                    conv_few_store<S, 2, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 2 * VW, yr, P, act, clamp);
+                    continue;
+                }
+                if (rest <= 3 * VW) {
+                    conv_few_store<S, 3, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 3 * VW, yr, P, act, clamp);
+                    continue;
+                }
+            }
+            conv_few_store<S, NV, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - chunk, yr, P, act, clamp);
         }
 }
 
@@ -991,6 +996,13 @@ static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const floa
     const bool wide = false;
 #endif
     parallel_for(pool, s.OH, [&](int64_t b0, int64_t e0, int) {
+        if constexpr (D) {  // RGB only (conv_few_direct)
+            if (wide)
+                conv_few_rows<S, 4, 3, D>(s, d, planes, w, b, y, act, b0, e0);
+            else
+                conv_few_rows<S, 2, 3, D>(s, d, planes, w, b, y, act, b0, e0);
+            return;
+        }
         if (wide && s.C == 3)
             conv_few_rows<S, 4, 3, D>(s, d, planes, w, b, y, act, b0, e0);
         else if (wide)
