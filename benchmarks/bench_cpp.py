@@ -432,7 +432,9 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   the row's end), with no copy of every channel into a zero-padded plane, four output rows from six input
   rows where there are 32 vector registers: 16 x 112 x 112 75 -> 41 us, the fused 56 x 56 block (its bands
   have no top padding but the first) 141 -> 110 us, and on AVX-512 it replaces the flat kernel on 28 x 28
-  (96 channels: 24 -> 17 us); (2) the stem (3 -> 16, 3x3 stride 2 on 224 x 224) reads the image in place
+  (96 channels: 24 -> 17 us; with 4-wide vectors rows narrower than two vectors stay on the flat kernel,
+  which kept the wasm32 whole model at 4.35 ms against 4.52 before this round, 4.73 with them in place, in
+  one interleaved comparison); (2) the stem (3 -> 16, 3x3 stride 2 on 224 x 224) reads the image in place
   the same way instead of splitting every channel into even and odd columns, computes every output channel
   from one input row while it is in L1, and covers the row's rest with 2 or 3 vectors instead of an
   overlapping 4 (112 columns are 7 vectors): 141 -> 98 us; (3) the in-place stride-2 depthwise also on
