@@ -419,29 +419,43 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   is one broadcast and two L1 loads for two FMAs, so it does half of dense's FMAs at about the same
   cost per FMA.
 - Whole model: per-layer profile (an instrumented build of the generated model.cpp with a timer around
-  every step, per-step minima of 300 runs, 1 thread, sparse auto). Before this round it summed to
-  1.71 ms: the stem 129 us, the depthwise layers about half, the block on 48 x 112 x 112 (expand,
-  stride-2 depthwise, project) 268 us, its 2.4 MB expanded tensor written to L3 and read back. What
-  changed: (1) fused chains: [1x1 expand] -> depthwise -> 1x1 project [+ residual add] run as one kernel
-  (gprt::fused_block), one band of output rows at a time, the band's expanded and depthwise rows in a
-  512 KB workspace that stays in L2; the code generator fuses a chain where its expanded and depthwise
-  tensors exceed 1.5 MB, here the first two expand blocks (172 -> 136 us and 148 -> 138 us in one
-  interleaved profile, after (2)-(6)); fusing the smaller blocks as well made each of them 5 to 15 us
-  slower (rows recomputed at band edges, per-band setup); (2) stride-2 3x3 depthwise read in place
-  (even and odd columns from two row vectors, the left tap a lane shift): the even/odd split of every
-  channel had taken two thirds of the 48 x 112 x 112 layer; the block 215 -> 137 us, the 56 x 56 one
-  102 -> 57 us; (3) depthwise row kernels: a partial sum per kernel column (one chain of 9 dependent
-  FMAs bounded them by latency), vector row copies into the padded plane, no memcpy per row for the
-  last partial vector; a flat kernel for stride 1 on narrow images (28x28, 14x14, 7x7: the channel as
-  one run of pixels, edge taps masked; 34 -> 18 us on 192 x 14 x 14); (4) the sparse kernels' padded
-  last tile (above: the 7x7 blocks' 1x1 layers about 40% faster); (5) a vector global average pool
-  (19 -> 4 us); (6) the stem: 4 channels x 4 vectors per step. After them the profile sums to about
-  1.20 ms (the whole run takes longer: the layers do not start with their data in cache); by perf
-  samples the 4x1-block sparse kernel takes 35% (on 8 to 16 input channels its output stores and
-  per-row setup, not its FMAs, bound it), the depthwise kernels with their plane copies about 35%, the
-  stem 11% and the classifier's 640 x 1000 GEMV (2.5 MB of weights read per run) 6%. 2x onnxruntime
-  needs roughly a further 0.2 ms; the next steps would be the stride-1 depthwise read in place (no
-  plane copy) and the stem without its even/odd split.
+  every step, per-step minima of 300 runs, 1 thread, sparse auto). Earlier rounds took it from 1.71 to
+  about 1.20 ms: fused chains ([1x1 expand] -> depthwise -> 1x1 project [+ residual] as one kernel,
+  gprt::fused_block, one band of output rows at a time in a 512 KB workspace that stays in L2, where the
+  chain's expanded and depthwise tensors exceed 1.5 MB: here the first two expand blocks; fusing the
+  smaller ones made each 5 to 15 us slower), the stride-2 3x3 depthwise read in place (even and odd
+  columns from two row vectors, the left tap a lane shift), per-kernel-column partial sums in the
+  depthwise row kernels, a flat kernel for narrow images, the sparse kernels' zero-padded last tile, a
+  vector global average pool. This round (same profile, interleaved builds): (1) the stride-1 3x3
+  depthwise reads its input in place too (two output rows from the four input rows they share, the first
+  vector's left tap and the last vector's right tap a lane shift with a zero in, the last vector ending at
+  the row's end), with no copy of every channel into a zero-padded plane, four output rows from six input
+  rows where there are 32 vector registers: 16 x 112 x 112 75 -> 41 us, the fused 56 x 56 block (its bands
+  have no top padding but the first) 141 -> 110 us, and on AVX-512 it replaces the flat kernel on 28 x 28
+  (96 channels: 24 -> 17 us; with 4-wide vectors rows narrower than two vectors stay on the flat kernel,
+  which kept the wasm32 whole model at 4.35 ms against 4.52 before this round, 4.73 with them in place, in
+  one interleaved comparison); (2) the stem (3 -> 16, 3x3 stride 2 on 224 x 224) reads the image in place
+  the same way instead of splitting every channel into even and odd columns, computes every output channel
+  from one input row while it is in L1, and covers the row's rest with 2 or 3 vectors instead of an
+  overlapping 4 (112 columns are 7 vectors): 141 -> 98 us; (3) the in-place stride-2 depthwise also on
+  rows narrower than two vectors (28 x 28 -> 14 x 14, 192 channels: 35 -> 13 us, it had gone through a
+  padded plane and a grid), its left taps summed over the kernel rows before their one lane shift (7
+  shuffles per vector, not 9: a few per cent). The profile now sums to about 1.05 ms (the whole run takes
+  about 0.1 ms longer: the layers do not start with their data in cache). By perf samples the 4x1-block
+  sparse kernel takes about 40%: on the layers with 8 to 16 input channels a block row has one or two
+  nonzero blocks, so its 16 output vectors' stores and the relu6 clamps (two ops per vector on the FMA
+  ports) bound it, not its FMAs; the depthwise kernels about 33% (the 14 x 14 and 7 x 7 layers by
+  per-channel setup and the channels-last transposes; the stride-2 ones at about half their FMA rate, not
+  bound by their shuffles alone), the stem 9%, the classifier's 640 x 1000 GEMV 7% (81 us: 2.5 MB of
+  weights streamed from L3 at about 31 GB/s). Tried and dropped: the in-place stride-2 kernel on 14 x 14
+  -> 7 x 7 (as fast as the channels-last one), a tile copy in the sparse kernel without reloads of its
+  captured sizes (no change), fusing the 16 x 112 x 112 depthwise with its project (no expand; 67 -> 87
+  us: the band's input rows are copied), six rows per depthwise pass. In a quiet interleaved comparison
+  after these changes (best of 5 x 200 runs each) the default build took 1.18 ms against onnxruntime's
+  2.20 ms, 1.86x; a whole-model ratio of 2x or more in the table above comes with onnxruntime at 2.4 ms or
+  more, slowed by the machine's load, so the goal is not met yet: it needs a further 0.1 ms or so; what is
+  left would take a different layout for the small layers (channels-last blocks with vector transposes)
+  and fusing the 112 x 112 expand into its depthwise.
 - CSR at 90%: 4.33 to 4.47x onnxruntime over five full runs of this script today, short of 4.5x by
   about the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
   close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.

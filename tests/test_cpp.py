@@ -153,9 +153,11 @@ def sparse_model(kind: str, cout: int = 36) -> tuple[gp.Graph, list[np.ndarray]]
 
 def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
     """The dense conv kernels' special paths on shapes that reach them with AVX-512 vectors (and with
-    4-wide ones): the few-channel stem (3x3, stride 2), depthwise row kernels (3x3 and 5x5, stride 1
+    4-wide ones): the few-channel stem (3x3, stride 2: read in place from an even width, from split
+    planes on an odd one), stride-1 3x3 depthwise read in place (rows of 66, 20 and 17: overlapping last
+    vectors, an odd row count), depthwise row kernels (3x3 and 5x5, stride 1
     and 2, odd widths: partial last vectors; stride 2 read in place from an even width, 66, and an odd
-    one, 33), the channels-last depthwise of small images (24
+    one, 33, and from rows narrower than two vectors, 20 and 13), the channels-last depthwise of small images (24
     channels: a block of 16 and 8 left over) and the flat stride-1 depthwise of narrow images (3x3 and
     5x5, rows of 9 and of 5 pixels, fewer rows than the kernel has: masked taps and zero guards)."""
     import torch
@@ -175,15 +177,23 @@ def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
             self.dw_small3 = torch.nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
             self.flat3b = torch.nn.Conv2d(24, 24, 3, padding=1, groups=24)
             self.few2 = torch.nn.Conv2d(2, 8, 3, padding=1)  # the few-channel kernel, stride 1, C = 2
+            # stride 2 read in place from rows narrower than two vectors (the reads run into later rows
+            # and past the channel's end), an even width and an odd one
+            self.dw_narrow = torch.nn.Conv2d(3, 3, 3, stride=2, padding=1, groups=3)
+            self.stem_odd = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)  # 2 OW > W: the split planes
+            self.dw_in_place = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)  # stride 1, rows of 20 and 17
 
         def forward(self, x):
             few = self.few2(x[:, :2])
+            narrow = self.dw_narrow(x[:, :, :17, :20]), self.dw_narrow(x[:, :, :16, :13])  # 9 x 10, 8 x 7
+            narrow = (*narrow, self.stem_odd(x[:, :, :, :131]), self.dw_in_place(x[:, :, :7, :20]),
+                      self.dw_in_place(x[:, :, :5, :17]))
             x = torch.nn.functional.relu6(self.stem(x))  # 8 x 20 x 66
             x = self.dw5(torch.relu(self.dw1(x)))
             x = self.pw(torch.nn.functional.relu6(self.dw2(x)))  # 24 x 10 x 33
             x = self.dw_small2(torch.relu(self.dw_small(x)))  # 24 x 3 x 9
             x = self.flat5(torch.relu(self.flat3(x)))
-            return self.flat3b(self.dw_small3(x)), few  # 24 x 2 x 5
+            return self.flat3b(self.dw_small3(x)), few, *narrow  # 24 x 2 x 5
 
     torch.manual_seed(0)
     x = torch.randn(1, 3, 40, 132)
@@ -223,7 +233,7 @@ def fused_model(kind: str = "block4") -> tuple[gp.Graph, list[np.ndarray]]:
         def forward(self, x):
             x = x + self.p1(torch.relu(self.d1(torch.relu(self.e1(x)))))
             relu6 = torch.nn.functional.relu6
-            x = self.p2(relu6(self.d2(relu6(self.e2(x)))))  # 24 x 6 x 7
+            x = self.p2(relu6(self.d2(relu6(self.e2(x)))))  # 24 x 6 x 10
             return torch.relu(self.p3(self.d3(x)))
 
     torch.manual_seed(0)
@@ -231,7 +241,7 @@ def fused_model(kind: str = "block4") -> tuple[gp.Graph, list[np.ndarray]]:
     with torch.no_grad():
         for layer in (m.e1, m.p1, m.e2, m.p2, m.p3):
             layer.weight.copy_(torch.from_numpy(sparsify(layer.weight.numpy(), kind, rng)))
-    x = torch.randn(2, 16, 11, 13)
+    x = torch.randn(2, 16, 11, 19)  # 19: the stride-1 depthwise read in place in bands, one vector + 3
     return gp.trace(m, (x,)), [x.numpy()]
 
 

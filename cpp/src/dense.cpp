@@ -501,9 +501,10 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
 struct DwFlat {
     int64_t front, span, Pr;  // zero guard before the channel, buffer floats per thread, output floats rounded
 };
+static bool dw_s1_direct(const ConvShape& s);
 static bool dw_flat(const ConvShape& s) {
     return VW > 1 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.OW == s.W && s.KH == s.KW &&
-           (s.KH == 3 || s.KH == 5) && s.PW == s.KW / 2 && s.PH < s.KH && s.OW < 2 * VW;
+           (s.KH == 3 || s.KH == 5) && s.PW == s.KW / 2 && s.PH < s.KH && s.OW < 2 * VW && !dw_s1_direct(s);
 }
 static DwFlat dw_flat_plan(const ConvShape& s) {
     DwFlat f;
@@ -587,25 +588,32 @@ static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const fl
 // vector's last odd column in (0 at the left edge), give 2ow-1. Rows above or below the image are
 // skipped. The last vectors of a row read past it: into the next row, whose values land only in lanes
 // past OW, when W is even; from a zero-padded copy of the row's end when W is odd (column W is padding)
-// or on the channel's last row (past it may lie the end of the buffer). Replaces the even/odd split of the whole channel (fill_split), which moved every input
-// float once more and took two thirds of the time of the 48 x 112 x 112 layer.
+// or where the read would run past the channel's last row (past it may lie the end of the buffer; rows
+// narrower than two vectors read into the rows after the next). A whole output vector is stored unless
+// it would run past the channel's last row. Replaces the even/odd split of the whole channel
+// (fill_split), which moved every input float once more and took two thirds of the time of the
+// 48 x 112 x 112 layer; on rows narrower than a vector (28 x 28 -> 14 x 14) it replaced the padded plane
+// and its grid (35 -> 13 us on 192 channels).
 static bool dw_s2_direct(const ConvShape& s) {
     return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 2 && s.SW == 2 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
-           s.PH <= 1 && 2 * (s.OW - 1) + 1 <= s.W && s.OW >= VW;
+           s.PH <= 1 && 2 * (s.OW - 1) + 1 <= s.W;
 }
 
 #if GPRT_VW == 4
 #define GPRT_EVEN 0, 2, 4, 6
 #define GPRT_ODD 1, 3, 5, 7
 #define GPRT_SHIFT1 3, 4, 5, 6
+#define GPRT_NEXT1 1, 2, 3, 4
 #elif GPRT_VW == 8
 #define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14
 #define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15
 #define GPRT_SHIFT1 7, 8, 9, 10, 11, 12, 13, 14
+#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8
 #elif GPRT_VW == 16
 #define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
 #define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 #define GPRT_SHIFT1 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
+#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
 #endif
 
 static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
@@ -625,15 +633,19 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
             valid[kh] = ih >= 0 && ih < s.H;
             rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
         }
-        vf carry[3] = {vf{}, vf{}, vf{}};  // the previous vector's odd columns, per kernel row
+        vf carry = vf{};  // the previous vector's left-tap sum
         float* yr = y + oh * s.OW;
         for (int64_t v = 0; v < nvec; v++) {
-            vf acc[3] = {vbcast(bias), vf{}, vf{}};  // a partial sum per kernel column
+            // a partial sum per kernel column; the left column's is summed over the kernel rows on the odd
+            // columns unshifted and shifted once at the end (the shift is linear): 7 shuffles, not 9
+            vf acc[3] = {vf{}, vbcast(bias), vf{}};
             GPRT_UNROLL
             for (int kh = 0; kh < 3; kh++) {
                 if (!valid[kh]) continue;
                 const float* src = rows[kh] + 2 * v * VW;
-                if (v >= inside && (s.W % 2 || oh * 2 - s.PH + kh == s.H - 1)) {
+                // (rows narrower than two vectors: the read may run past the next row, up to the end)
+                int64_t ih = oh * 2 - s.PH + kh;
+                if (v >= inside && (s.W % 2 || 2 * (v + 1) * VW > (s.H - ih) * s.W)) {
                     // past the row's end: the next row's values only fall in lanes past OW (dropped) when
                     // W is even and a next row exists; else zeros (the right padding) in a copy
                     int64_t n = std::max<int64_t>(0, std::min<int64_t>(2 * VW, s.W - 2 * v * VW));
@@ -643,17 +655,16 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
                 vf a = vload(src), b = vload(src + VW);
                 vf even = __builtin_shufflevector(a, b, GPRT_EVEN);
                 vf odd = __builtin_shufflevector(a, b, GPRT_ODD);
-                vf left = __builtin_shufflevector(carry[kh], odd, GPRT_SHIFT1);
-                carry[kh] = odd;
-                acc[0] += wv[kh * 3] * left;
+                acc[0] += wv[kh * 3] * odd;
                 acc[1] += wv[kh * 3 + 1] * even;
                 acc[2] += wv[kh * 3 + 2] * odd;
             }
-            vf out = acc[0] + acc[1] + acc[2];
+            vf out = __builtin_shufflevector(carry, acc[0], GPRT_SHIFT1) + acc[1] + acc[2];
+            carry = acc[0];
             if (clamp) out = vclamp(out, act.lo, act.hi);
             int64_t at = v * VW;
-            if (at + VW <= s.OW || oh + 1 < s.OH) {
-                vstore(yr + at, out);  // past the row's end: the next row's first columns, stored after this
+            if ((oh * s.OW + at + VW) <= s.OH * s.OW) {
+                vstore(yr + at, out);  // past the row's end: the next rows' first columns, stored after this
             } else {
                 float tmp[VW];
                 vstore(tmp, out);
@@ -666,9 +677,89 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
 #endif
 }
 
+// ---- stride 1, 3x3, 'same' width, rows wider than one vector: read in place, no plane ----
+// Two (or four) output rows at a time from the (up to) four (six) input rows they share, rows outside the
+// image skipped (any top padding: the fused chains' bands have none but the first).
+// Output vector ow reads its input row at ow - 1, ow and ow + 1: plain loads inside the row; the left
+// tap of the first vector is the row's first vector shifted a lane right (0 in), the right tap of the
+// last vector the last one shifted a lane left (0 in). The last vector ends at the row's end,
+// overlapping the one before when W is not a whole number of vectors (same values stored twice), so no
+// read leaves the row. Replaces the copy of every channel into a zero-padded plane, and on AVX-512 the
+// flat kernel below on rows of one to two vectors (96 x 28 x 28: 24 -> 19 us); with 4-wide vectors
+// such rows stay flat (in place there, the pruned MobileNetV2 in wasm took 4.7 ms against 4.35).
+static bool dw_s1_direct(const ConvShape& s) {
+    return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
+           s.OW == s.W && (VW == 16 ? s.W > VW : s.W >= 2 * VW);
+}
+
+template <int RO>
+static inline void dw_s1_rows(const ConvShape& s, const float* x, const vf* wv, float bias, float* y, int64_t oh,
+                              Act act, bool clamp) {
+#if GPRT_VW > 1
+    const float* rows[RO + 2];
+    bool valid[RO + 2];
+    GPRT_UNROLL
+    for (int kh = 0; kh < RO + 2; kh++) {
+        int64_t ih = oh - s.PH + kh;
+        valid[kh] = ih >= 0 && ih < s.H;
+            rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
+    }
+    auto one = [&](int64_t ow, int edge) {  // edge: 0 the row's first vector, 1 inside, 2 its last
+        vf acc[RO][3];
+        GPRT_UNROLL
+        for (int r = 0; r < RO; r++) {
+            acc[r][0] = vbcast(bias);
+            acc[r][1] = acc[r][2] = vf{};
+        }
+        GPRT_UNROLL
+        for (int kh = 0; kh < RO + 2; kh++) {
+            if (!valid[kh]) continue;
+            const float* p = rows[kh] + ow;
+            vf c = vload(p);
+            vf l = edge == 0 ? __builtin_shufflevector(vf{}, c, GPRT_SHIFT1) : vload(p - 1);
+            vf rt = edge == 2 ? __builtin_shufflevector(c, vf{}, GPRT_NEXT1) : vload(p + 1);
+            GPRT_UNROLL
+            for (int r = 0; r < RO; r++) {
+                const int k = kh - r;
+                if (k < 0 || k > 2) continue;
+                acc[r][0] += wv[k * 3] * l;
+                acc[r][1] += wv[k * 3 + 1] * c;
+                acc[r][2] += wv[k * 3 + 2] * rt;
+            }
+        }
+        GPRT_UNROLL
+        for (int r = 0; r < RO; r++) {
+            vf a = acc[r][0] + acc[r][1] + acc[r][2];
+            vstore(y + (oh + r) * s.W + ow, clamp ? vclamp(a, act.lo, act.hi) : a);
+        }
+    };
+    one(0, 0);
+    int64_t ow = VW;
+    for (; ow + VW < s.W; ow += VW) one(ow, 1);
+    one(s.W - VW, 2);
+#else
+    (void)s, (void)x, (void)wv, (void)bias, (void)y, (void)oh, (void)act, (void)clamp;
+#endif
+}
+
+static void dw_s1_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    vf wv[9];
+    for (int i = 0; i < 9; i++) wv[i] = vbcast(w[i]);
+    int64_t oh = 0;
+#if GPRT_VW == 16 || defined(__aarch64__)
+    // 32 vector registers: four rows (12 accumulators) from six input rows, 4.5 loads per output vector
+    // instead of 6 (16 x 112 x 112: 45 -> 41 us; six rows were no faster)
+    for (; oh + 4 <= s.OH; oh += 4) dw_s1_rows<4>(s, x, wv, bias, y, oh, act, clamp);
+#endif
+    for (; oh + 2 <= s.OH; oh += 2) dw_s1_rows<2>(s, x, wv, bias, y, oh, act, clamp);
+    if (oh < s.OH) dw_s1_rows<1>(s, x, wv, bias, y, oh, act, clamp);
+}
+
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
                               float* y, Act act, float* plane, float* grid) {
     if (dw_s2_direct(s)) return dw_s2_direct_channel(s, x, w, bias, y, act);
+    if (dw_s1_direct(s)) return dw_s1_direct_channel(s, x, w, bias, y, act);
     if (dw_rowwise(s)) {
         if (s.SW == 2)
             fill_split(s, d, x, plane, plane + d.Hp * (d.Wp / 2));  // (and the slack the last vectors read)
@@ -771,11 +862,22 @@ static bool conv_few_channels(const ConvShape& s) {
            s.SH == s.SW && (s.SW == 1 || s.SW == 2) && s.OW >= 2 * VW && VW > 1;
 }
 
+// RGB, stride 2 with every odd column inside the row (2 OW <= W: each vector's reads stay in its row)
+// and left padding 1: read in place (measured on the MobileNetV2 stem, 3 -> 16 on 224 x 224: the split of
+// the input into even and odd columns took a quarter of the layer).
+static bool conv_few_direct(const ConvShape& s) {
+    return s.C == 3 && s.SW == 2 && s.SH == 2 && s.PW == 1 && s.PH <= 1 && 2 * s.OW <= s.W;
+}
+
 // NV output vectors along the row for 4 output channels from column ow of output row oh, clamped and
 // stored: every tap loads NV input vectors and 4 weight broadcasts for 4 * NV FMAs (FMA-bound, not
 // load-bound), and the 4 * NV accumulators are independent chains enough to hide the FMA latency.
 // C_: the input channels when compile-time (3, RGB), 0 to take them from s.
-template <int S, int NV, int C_>
+// D (direct, stride 2): the taps read the input in place, as dw_s2_direct_channel does: two vectors of
+// the row give the even and odd columns, the odd ones shifted a lane right the left tap, carrying in
+// column 2ow-1 (0 at the left edge); rows above or below the image are skipped. `planes` is then the
+// input itself.
+template <int S, int NV, int C_, bool D>
 static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, const float* planes, const float* wo,
                            const float* bo, int64_t oh, int64_t ow, float* yr, int64_t P, Act act, bool clamp) {
     constexpr int OB = 4;
@@ -786,7 +888,38 @@ static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, cons
         GPRT_UNROLL
         for (int n = 0; n < NV; n++) acc[o][n] = vbcast(bo ? bo[o] : 0.f);
     }
+#if GPRT_VW > 1
+    auto direct = [&](int64_t c) {
+        const float* xc = planes + c * s.H * s.W;
+        GPRT_UNROLL
+        for (int kh = 0; kh < 3; kh++) {
+            int64_t ih = oh * 2 - s.PH + kh;
+            if (ih < 0 || ih >= s.H) continue;
+            const float* r = xc + ih * s.W + 2 * ow;
+            vf ev[NV], od[NV], lf[NV];
+            GPRT_UNROLL
+            for (int n = 0; n < NV; n++) {
+                vf a = vload(r + 2 * n * VW), b = vload(r + 2 * n * VW + VW);
+                ev[n] = __builtin_shufflevector(a, b, GPRT_EVEN);
+                od[n] = __builtin_shufflevector(a, b, GPRT_ODD);
+            }
+            lf[0] = __builtin_shufflevector(vbcast(ow > 0 ? r[-1] : 0.f), od[0], GPRT_SHIFT1);
+            GPRT_UNROLL
+            for (int n = 1; n < NV; n++) lf[n] = __builtin_shufflevector(od[n - 1], od[n], GPRT_SHIFT1);
+            GPRT_UNROLL
+            for (int o = 0; o < OB; o++) {
+                const float* wk = wo + (o * C + c) * 9 + kh * 3;
+                vf w0 = vbcast(wk[0]), w1 = vbcast(wk[1]), w2 = vbcast(wk[2]);
+                GPRT_UNROLL
+                for (int n = 0; n < NV; n++) acc[o][n] += w0 * lf[n] + w1 * ev[n] + w2 * od[n];
+            }
+        }
+    };
+#endif
     auto channel = [&](int64_t c) {
+#if GPRT_VW > 1
+        if (D) return direct(c);
+#endif
         const float* even = planes + c * d.plane;
         const float* odd = even + d.Hp * Wr;
         GPRT_UNROLL
@@ -824,21 +957,37 @@ static void conv_few_store(const ConvShape& s, const DwPlan& d, int64_t Wr, cons
 // Chunks of NV vectors along each output row; the last chunk ends at the row's end, overlapping the one
 // before (its columns computed twice, to the same values), so no single-vector chains and no partial
 // stores. The row is at least NV vectors wide (conv_few_channels asks 2).
-template <int S, int NV, int C_>
+template <int S, int NV, int C_, bool D>
 static void conv_few_rows(const ConvShape& s, const DwPlan& d, const float* planes, const float* w, const float* b,
-                          float* y, Act act, int64_t o0) {
+                          float* y, Act act, int64_t oh0, int64_t oh1) {
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     const int64_t Wr = dw_row_width(s, d), P = s.OH * s.OW, chunk = NV * VW;
-    const float* wo = w + o0 * s.C * 9;
-    const float* bo = b ? b + o0 : nullptr;
-    for (int64_t oh = 0; oh < s.OH; oh++) {
-        float* yr = y + o0 * P + oh * s.OW;
-        for (int64_t ow = 0; ow < s.OW; ow += chunk)
-            conv_few_store<S, NV, C_>(s, d, Wr, planes, wo, bo, oh, std::min(ow, s.OW - chunk), yr, P, act, clamp);
-    }
+    for (int64_t oh = oh0; oh < oh1; oh++)
+        for (int64_t o0 = 0; o0 < s.OC; o0 += 4) {  // every output channel from the same (L1) input rows
+            float* yr = y + o0 * P + oh * s.OW;
+            const float* wo = w + o0 * s.C * 9;
+            const float* bo = b ? b + o0 : nullptr;
+            int64_t ow = 0;
+            for (; ow + chunk <= s.OW; ow += chunk)
+                conv_few_store<S, NV, C_, D>(s, d, Wr, planes, wo, bo, oh, ow, yr, P, act, clamp);
+            // the rest: in as few vectors as cover it, the last chunk ending at the row's end
+            const int64_t rest = s.OW - ow;
+            if (rest == 0) continue;
+            if constexpr (NV == 4 && C_ == 3 && D) {  // (the RGB stem only: every variant is runtime code)
+                if (rest <= 2 * VW) {
+                    conv_few_store<S, 2, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 2 * VW, yr, P, act, clamp);
+                    continue;
+                }
+                if (rest <= 3 * VW) {
+                    conv_few_store<S, 3, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - 3 * VW, yr, P, act, clamp);
+                    continue;
+                }
+            }
+            conv_few_store<S, NV, C_, D>(s, d, Wr, planes, wo, bo, oh, s.OW - chunk, yr, P, act, clamp);
+        }
 }
 
-template <int S>
+template <int S, bool D>
 static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const float* planes, const float* w,
                      const float* b, float* y, Act act) {
     // 32 vector registers (AVX-512, NEON) hold 4 x 4 accumulators, 16 (AVX2, wasm) 4 x 2
@@ -847,17 +996,22 @@ static void conv_few(Pool* pool, const ConvShape& s, const DwPlan& d, const floa
 #else
     const bool wide = false;
 #endif
-    parallel_for(pool, s.OC / 4, [&](int64_t b0, int64_t e0, int) {
-        for (int64_t ob = b0; ob < e0; ob++) {
-            if (wide && s.C == 3)
-                conv_few_rows<S, 4, 3>(s, d, planes, w, b, y, act, ob * 4);
-            else if (wide)
-                conv_few_rows<S, 4, 0>(s, d, planes, w, b, y, act, ob * 4);
-            else if (s.C == 3)
-                conv_few_rows<S, 2, 3>(s, d, planes, w, b, y, act, ob * 4);
+    parallel_for(pool, s.OH, [&](int64_t b0, int64_t e0, int) {
+        if constexpr (D) {  // RGB only (conv_few_direct)
+            if (wide)
+                conv_few_rows<S, 4, 3, D>(s, d, planes, w, b, y, act, b0, e0);
             else
-                conv_few_rows<S, 2, 0>(s, d, planes, w, b, y, act, ob * 4);
+                conv_few_rows<S, 2, 3, D>(s, d, planes, w, b, y, act, b0, e0);
+            return;
         }
+        if (wide && s.C == 3)
+            conv_few_rows<S, 4, 3, D>(s, d, planes, w, b, y, act, b0, e0);
+        else if (wide)
+            conv_few_rows<S, 4, 0, D>(s, d, planes, w, b, y, act, b0, e0);
+        else if (s.C == 3)
+            conv_few_rows<S, 2, 3, D>(s, d, planes, w, b, y, act, b0, e0);
+        else
+            conv_few_rows<S, 2, 0, D>(s, d, planes, w, b, y, act, b0, e0);
     });
 }
 
@@ -942,6 +1096,11 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
         DwPlan d = dw_plan(s);
         for (int64_t n = 0; n < s.N; n++) {
             const float* xn = x + n * s.C * s.H * s.W;
+            float* yn = y + n * s.OC * P;
+            if (conv_few_direct(s)) {
+                conv_few<2, true>(pool, s, d, xn, w, b, yn, act);
+                continue;
+            }
             for (int64_t c = 0; c < s.C; c++) {
                 float* plane = ws + c * d.plane;
                 if (s.SW == 2)
@@ -949,8 +1108,7 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
                 else
                     fill_plane(s, d, xn + c * s.H * s.W, plane);
             }
-            float* yn = y + n * s.OC * P;
-            s.SW == 2 ? conv_few<2>(pool, s, d, ws, w, b, yn, act) : conv_few<1>(pool, s, d, ws, w, b, yn, act);
+            s.SW == 2 ? conv_few<2, false>(pool, s, d, ws, w, b, yn, act) : conv_few<1, false>(pool, s, d, ws, w, b, yn, act);
         }
         return;
     }
