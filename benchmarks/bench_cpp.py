@@ -456,8 +456,8 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   more, slowed by the machine's load, so the goal is not met yet: it needs a further 0.1 ms or so; what is
   left would take a different layout for the small layers (channels-last blocks with vector transposes)
   and fusing the 112 x 112 expand into its depthwise.
-- CSR at 90%: 4.33 to 4.47x onnxruntime over five full runs of this script today, short of 4.5x by
-  about the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
+- CSR at 90%: 4.33 to 4.70x onnxruntime over six full runs of this script today, around the 4.5x goal
+  within the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
   close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.
 - onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
   Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
