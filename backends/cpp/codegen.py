@@ -824,11 +824,13 @@ class Lowering:
         if x.is_const:
             self.copy(node, list(_static(out, node)), _strides(_static(out, node)), x, _strides(_static(out, node)), 0)
             return
-        self.plan.kind[id(out)] = "alias"
-        self.plan.ref[id(out)] = id(x)
-        self.plan.offset[id(out)] = offset
-        self.plan.dtype[id(out)] = out.type.dtype
+        self.view(out, x, offset)
         self.emit(node, ["// (a view: no copy)"], [x], [out])
+
+    def view(self, out: Value, x: Value, offset: int) -> None:
+        """`out` lives in `x`'s storage from element `offset` on."""
+        self.plan.kind[id(out)], self.plan.ref[id(out)], self.plan.offset[id(out)] = "alias", id(x), offset
+        self.plan.dtype[id(out)] = out.type.dtype
 
     op_reshape = op_squeeze = op_unsqueeze = alias
 
@@ -913,8 +915,7 @@ class Lowering:
         off = 0
         for v, n in zip(node.outputs, node.attrs.sizes, strict=True):
             if view:
-                self.plan.kind[id(v)], self.plan.ref[id(v)], self.plan.offset[id(v)] = "alias", id(x), off * inner
-                self.plan.dtype[id(v)] = v.type.dtype
+                self.view(v, x, off * inner)
             else:
                 self.copy(
                     node, [outer, n * inner], [n * inner, 1], x, [xs[ax] * inner, 1], off * inner, dst=v, lines=lines

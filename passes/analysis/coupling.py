@@ -36,7 +36,7 @@ O(elements + unions).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -943,13 +943,8 @@ def analyze(graph: Graph, cuts: bool = False) -> Coupling:
     for lab, size, whole_ok in w.bins:
         _add_bins(lab, size, whole_ok, label_group, label_unit, sizes, bins, blocked, links)
     # a link with a blocked group cannot be honoured: its partners stay whole too (links chain)
-    while any(g in blocked and h not in blocked for link in links for g, _ in link for h, _ in link):
-        for link in links:
-            reason = next((blocked[g] for g, _ in link if g in blocked), None)
-            for g, _ in link:
-                if reason is not None:
-                    blocked.setdefault(g, f"its grouped channels must keep the per-group count of a blocked group "
-                                          f"({reason})")
+    for g, seed in linked_to(links, blocked).items():
+        blocked[g] = f"its grouped channels must keep the per-group count of a blocked group ({blocked[seed]})"
     links = [link for link in dict.fromkeys(links) if not any(g in blocked for g, _ in link)]
 
     grouped: dict[int, list[Member]] = {g: [] for g in range(len(sizes))}
@@ -975,6 +970,21 @@ def analyze(graph: Graph, cuts: bool = False) -> Coupling:
         for g in range(len(sizes))
     )
     return Coupling(groups, label_group, label_unit, w.blocks, frozenset(w.cuts), tuple(links))
+
+
+def linked_to(links: Sequence[tuple[tuple[int, int], ...]], seeds: Iterable[int]) -> dict[int, int]:
+    """Every group that a chain of links joins to one of `seeds` (not a seed itself) -> that seed."""
+    found = dict.fromkeys(seeds)
+    reached = {g: g for g in found}
+    changed = True
+    while changed:
+        changed = False
+        for link in links:
+            seed = next((reached[g] for g, _ in link if g in reached), None)
+            for g, _ in link:
+                if seed is not None and g not in reached:
+                    reached[g], changed = seed, True
+    return {g: s for g, s in reached.items() if g not in found}
 
 
 def _add_bins(

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .coupling import Coupling, CouplingGroup
+from .coupling import Coupling, CouplingGroup, linked_to
 from .importance import lamp_normalize
 
 __all__ = ["TARGET_TOLERANCE", "MAX_COST_EVALS", "SelectOptions", "select"]
@@ -188,16 +188,12 @@ class _Selector:
             self.plans[g.id] = _Plan(g, s, bins, self._allowed(g, bins))
         # linked groups keep the same count per bin (coupling.links): a partner kept whole keeps
         # the whole link
-        self.links = list(coupling.links)
-        while any(g in self.plans and h not in self.plans for link in self.links for g, _ in link for h, _ in link):
-            for link in self.links:
-                if all(g in self.plans for g, _ in link):
-                    continue
-                for g, _ in link:
-                    if self.plans.pop(g, None) is not None:
-                        self.note(f"group {g} {self.groups[g].name!r}: kept whole, its grouped channels are linked "
-                                  "to a group that is kept whole")
-        self.links = [link for link in self.links if all(g in self.plans for g, _ in link)]
+        whole = [g.id for g in coupling.groups if g.id not in self.plans]
+        for g in linked_to(coupling.links, whole):
+            self.plans.pop(g)
+            self.note(f"group {g} {self.groups[g].name!r}: kept whole, its grouped channels are linked to a group "
+                      "that is kept whole")
+        self.links = [link for link in coupling.links if all(g in self.plans for g, _ in link)]
         # global ranking: every prunable unit, least important first (see the module docstring)
         ids = sorted(self.plans)
         if ids:
