@@ -261,6 +261,22 @@ def whole_model(reps: int) -> tuple[str, dict[str, float]]:
     return "\n".join(rows), figures
 
 
+def dense_models(reps: int) -> str:
+    """Unpruned ResNet-50 and MobileNetV2 at 224x224 on dense kernels against onnxruntime, one thread."""
+    from resnet import resnet50
+
+    rows = ["| Model (dense, unpruned) | onnxruntime ms | graphprune cpp ms | vs onnxruntime |", "|---|---|---|---|"]
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    xs = [x.numpy()]
+    for name, factory, n in (("ResNet-50", resnet50, max(2, reps // 3)), ("MobileNetV2", mobilenet_v2, reps)):
+        g = gp.trace(factory().eval(), (x,))
+        art = build(g, f"dense-{name}", sparse="off", threads=1)
+        cpp_timer = lambda art=art, n=n: time_artifact(art, xs, n)  # noqa: E731
+        t = interleaved({"ort": ort_timer(g, xs[0], 1, n), "cpp": cpp_timer}, ROUNDS)
+        rows.append(f"| {name} | {t['ort'] * 1e3:.2f} | {t['cpp'] * 1e3:.2f} | {t['ort'] / t['cpp']:.2f}x |")
+    return "\n".join(rows)
+
+
 NODE_BENCH = Path(__file__).resolve().parent / "wasm"
 
 
@@ -341,6 +357,8 @@ def main() -> None:
     print(be_wasm, table_wasm, flush=True)
     m_table, m = whole_model(reps)
     print(m_table, flush=True)
+    d_table = dense_models(reps)
+    print(d_table, flush=True)
     w_table, wf = ("(skipped)", {}) if args.skip_wasm else wasm_vs_ort_web(3)
     print(w_table, flush=True)
     sz = size()
@@ -388,6 +406,10 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
 ### Whole model: MobileNetV2 1.0 224x224, 50% channels pruned, 1x1 layers 80% 4x1-block sparse
 
 {m_table}
+
+### Dense whole models (1 thread)
+
+{d_table}
 
 ### wasm32: the artifact in node against onnxruntime-web {ort_web_version} in node (wasm backend, SIMD, 1 thread)
 

@@ -5,7 +5,7 @@
     graphprune analyze MODEL [--json]
     graphprune prune MODEL -o OUT [--channels 0.5 | --target-macs F | --target-params F] [--criterion C]
                      [--unconstrained [--reorder search|upscale|none] [--contiguity F]]
-                     [--scope local|global] [--round-to N] [--keep NODE ...] [--calib inputs.npz]
+                     [--scope local|global] [--round-to N|auto] [--keep NODE ...] [--calib inputs.npz]
                      [--sparsity 2:4|block:4x1|unstructured [--sparsity-target F] [--sparsity-scope S]
                       [--permute [--search fast|strong] [--search-time S] [--prefer auto|reorder|sparsity]]
                       [--layers REGEX]
@@ -492,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep this fraction of the MACs, in (0, 1] (overrides --channels; met within 2%%)")
     r.add_argument("--target-params", type=_fraction(lower_open=True), metavar="F",
                    help="keep this fraction of the parameters, in (0, 1] (overrides --channels)")
-    r.add_argument("--round-to", type=_positive_int, default=8, metavar="N",
-                   help="round kept widths up to a multiple of N (default 8: SIMD-friendly widths; 1 = none)")
+    r.add_argument("--round-to", type=_round_to, default=8, metavar="N|auto",
+                   help="round kept widths up to a multiple of N (default 8: SIMD-friendly widths; 1 = none; "
+                   "auto: this CPU's vector width in floats, 16 with AVX-512, 8 with AVX2, else 4)")
     r.add_argument("--keep", nargs="+", action="extend", default=[], metavar="NODE",
                    help="node or value names (regexes, matched whole) whose channels stay")
     r.add_argument("--calib", metavar="INPUTS.npz",
@@ -577,6 +578,15 @@ def _fraction(*, lower_open: bool = False, upper_open: bool = False) -> Callable
         return x
 
     return parse
+
+
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:

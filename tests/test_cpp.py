@@ -212,6 +212,36 @@ def test_conv_paths_cross(target, tmp_path):
     check(g, ins, target, tmp_path)
 
 
+def pool_model() -> tuple[gp.Graph, list[np.ndarray]]:
+    """Max and average pools over every parameter the separable kernel handles: stride 1, 2 and 3,
+    padding, dilation, ceil mode (windows that run past the pads), count_include_pad on and off, 1-D."""
+    import torch
+
+    F = torch.nn.functional
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return (
+                F.max_pool2d(x, 3, 2, 1),  # ResNet's stem pool
+                F.max_pool2d(x, 3, 1, 1),
+                F.max_pool2d(x, (2, 3), (3, 2), (1, 0), dilation=(2, 1), ceil_mode=True),
+                F.avg_pool2d(x, 3, 2, 1),
+                F.avg_pool2d(x, 3, 2, 1, count_include_pad=False, ceil_mode=True),
+                F.avg_pool2d(x, (1, 4), (1, 3)),
+                F.max_pool1d(x[:, :, 0], 5, 2, 2),
+                F.avg_pool1d(x[:, :, 1], 2, 2),
+            )
+
+    x = torch.randn(2, 5, 13, 40, generator=torch.Generator().manual_seed(0))
+    return gp.trace(M().eval(), (x,)), [x.numpy()]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pools_host(threads, tmp_path):
+    g, ins = pool_model()
+    check(g, ins, "host", tmp_path, threads=threads)
+
+
 def fused_model(kind: str = "block4") -> tuple[gp.Graph, list[np.ndarray]]:
     """Three chains fused_block takes, on odd image sizes: expand -> depthwise 3x3 -> project + residual
     (batch 2), expand -> depthwise 3x3 stride 2 -> project (relu6 after the expand and the depthwise),

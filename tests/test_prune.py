@@ -276,3 +276,10 @@ def test_zero_invariant_per_pattern(name):
         pruned = gp.prune(z, 0.5, criterion="l1", round_to=1, keep=pinned, verify=True)  # + masked reference
         if skip_stats:
             assert_same(pruned.run(x.numpy()), z.run(x.numpy()))
+
+
+@pytest.mark.parametrize("bad", ["simd", 0, -8])
+def test_round_to_must_be_a_positive_multiple_or_auto(bad):
+    graph = trace64("resnet_bottleneck")[0]
+    with pytest.raises(ValueError, match="expected a whole number >= 1 or 'auto'"):
+        gp.prune(graph, 0.5, round_to=bad)

@@ -116,6 +116,21 @@ def test_prune_writes_model_report_and_plot(tmp_path, model_onnx):
     assert png.read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_round_to_auto_is_this_cpus_vector_width(tmp_path, model_onnx):
+    from graphprune.backends.cpp import capability
+
+    width = max(4, capability("host").vector_floats)
+    reports = []
+    for value in ("auto", str(width)):
+        rep = tmp_path / f"report-{value}.json"
+        proc = cli("prune", str(model_onnx), "-o", str(tmp_path / f"{value}.gpir"), "--round-to", value,
+                   "--report", str(rep))
+        assert proc.returncode == 0, proc.stderr
+        reports.append([(r["node"], r["width_after"]) for r in json.loads(rep.read_text())["layers"]])
+    assert reports[0] == reports[1]
+    assert any(w % width == 0 and w % 32 for _, w in reports[0])  # rounded to `width`, not to something coarser
+
+
 def test_target_macs_lands_within_two_percent(tmp_path, model_onnx):
     rep = tmp_path / "report.json"
     proc = cli("prune", str(model_onnx), "-o", str(tmp_path / "half.gpir"), "--target-macs", "0.5",
@@ -182,6 +197,7 @@ def _calib(tmp_path: Path, kind: str) -> Path:
         (["--criterion", "magic"], "--criterion"),
         (["--scope", "sideways"], "--scope"),
         (["--round-to", "0"], "--round-to"),
+        (["--round-to", "fast"], "or 'auto'"),
         (["--keep", "no_such_layer"], "no_such_layer"),
         (["--criterion", "taylor"], "needs --calib"),
         (["--criterion", "taylor", "--calib", "missing"], "no such file"),

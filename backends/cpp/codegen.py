@@ -1023,7 +1023,8 @@ class Lowering:
             raise CompileError(f"node {node.name} ({node.op.value}): the cpp backend pools 1-D and 2-D inputs")
         s = self.decl("gprt::PoolShape", "{" + _ints(vals) + f", {int(a.count_include_pad)}}}")
         out = node.outputs[0]
-        self.emit(node, [f"gprt::{fn}({s}, {self.ptr(x)}, {self.ptr(out)});"], [x], [out])
+        self.ws.append(f"gprt::pool_workspace({s}, threads)")
+        self.emit(node, [f"gprt::{fn}(m->pool, {s}, {self.ptr(x)}, {self.ptr(out)}, m->ws);"], [x], [out])
 
     def op_max_pool(self, node: Node) -> None:
         self._pool(node, "max_pool2d")

@@ -1,8 +1,10 @@
 // Dense kernels: a blocked, register-tiled GEMM (packed A and B panels, an MR x NR accumulator tile
-// kept in vector registers), convolution on top of it (1x1 as GEMM, im2col + GEMM per group, direct
-// depthwise), batched matmul and transposed convolution.
+// kept in vector registers), convolution on top of it (1x1 as GEMM; otherwise GEMM over im2col panels
+// gathered as they are packed, per group; direct depthwise), batched matmul and transposed convolution.
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
 
 #include "gprt/gprt.h"
 #include "gprt/vec.h"
@@ -43,7 +45,7 @@ static void gemm_dims(int64_t M, int64_t N, int64_t K, int64_t* kc, int64_t* mc,
 size_t gemm_workspace(int64_t M, int64_t N, int64_t K, int threads) {
     int64_t kc, mc, nc;
     gemm_dims(M, N, K, &kc, &mc, &nc);
-    return (size_t)threads * (size_t)(kc * nc + mc * kc + 16) * sizeof(float);
+    return (size_t)threads * (size_t)(kc * nc + mc * kc + nc + 32) * sizeof(float);  // + PackIm2col's row
 }
 
 // Ap[ir][k][MR]: MR rows interleaved per k, rows past m zero.
@@ -82,8 +84,12 @@ struct Epilogue {
     Act act;
 };
 
+// NT vectors wide (NT <= NV): a strip's last tile is only as wide as its columns need, so the 49 pixels
+// of a 7x7 layer cost 48 + 16 columns of FMAs instead of 2 x 48.
+template <int NT>
 static void ukernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int64_t mr, int64_t nr,
                     const Epilogue& ep) {
+    constexpr int NV = NT, NR = NT * VW;  // this tile's width (the packed panel stays gprt::NR wide)
     vf acc[MR][NV];
     const bool full = mr == MR && nr == NR;
     float tile[MR * NR];
@@ -117,7 +123,7 @@ static void ukernel(int64_t kc, const float* Ap, const float* Bp, float* C, int6
             for (int j = 0; j < NV; j++) acc[i][j] += a * b[j];
         }
         Ap += MR;
-        Bp += NR;
+        Bp += gprt::NR;
     }
     const bool clamp = ep.last && (ep.act.lo != -kInf || ep.act.hi != kInf);
     GPRT_UNROLL
@@ -136,14 +142,77 @@ static void ukernel(int64_t kc, const float* Ap, const float* Bp, float* C, int6
             for (int64_t j = 0; j < nr; j++) C[i * ldc + j] = tile[i * NR + j];
 }
 
+using Ukernel = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t, const Epilogue&);
+template <int... I>
+static constexpr std::array<Ukernel, sizeof...(I)> ukernel_table(std::integer_sequence<int, I...>) {
+    return {&ukernel<I + 1>...};
+}
+static constexpr auto ukernels = ukernel_table(std::make_integer_sequence<int, NV>{});  // by vectors needed
+
+// B packers: pack(pc, kc, jc, nc, Bp, row) fills the panel of rows [pc, pc + kc) and columns
+// [jc, jc + nc) of B in pack_b's layout; `row` is nc floats of scratch.
+struct PackMatrix {
+    const float* B;
+    int64_t ldb;
+    void operator()(int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* Bp, float*) const {
+        pack_b(kc, nc, B + pc * ldb + jc, ldb, Bp);
+    }
+};
+
+// A convolution's im2col matrix (row k = input channel c, tap kh, kw; column = output pixel), gathered
+// from the image panel by panel as it is packed: the whole matrix was KH*KW copies of the input (7 MB
+// for a 3x3 layer of 64 channels on 56x56), written once and read back from memory by pack_b.
+struct PackIm2col {
+    const ConvShape* s;
+    const float* x;  // the group's first input channel
+    void operator()(int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* Bp, float* row) const;
+};
+
+void PackIm2col::operator()(int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* Bp, float* row) const {
+    const ConvShape& c = *s;
+    for (int64_t kk = 0; kk < kc; kk++) {
+        const int64_t k = pc + kk, ch = k / (c.KH * c.KW), kh = k / c.KW % c.KH, kw = k % c.KW;
+        const float* xc = x + ch * c.H * c.W;
+        // output columns [lo, hi) read inside the input row: no bounds checks there
+        const int64_t off = kw * c.DW - c.PW;  // column ow reads input column ow * SW + off
+        const int64_t lo = std::min(c.OW, off >= 0 ? 0 : (-off + c.SW - 1) / c.SW);
+        const int64_t hi = std::max(lo, std::min(c.OW, c.W - off > 0 ? (c.W - off + c.SW - 1) / c.SW : 0));
+        for (int64_t j = jc; j < jc + nc;) {  // the panel's pixels, one output row at a time
+            const int64_t oh = j / c.OW, ow0 = j % c.OW, ow1 = std::min(c.OW, ow0 + jc + nc - j);
+            float* r = row + (j - jc) - ow0;  // r[ow]: pixel (oh, ow)
+            const int64_t ih = oh * c.SH - c.PH + kh * c.DH;
+            if (ih < 0 || ih >= c.H) {
+                std::fill(r + ow0, r + ow1, 0.f);
+            } else {
+                const float* xr = xc + ih * c.W + off;
+                const int64_t a = std::max(ow0, std::min(lo, ow1)), b = std::max(a, std::min(hi, ow1));
+                std::fill(r + ow0, r + a, 0.f);
+                if (c.SW == 1)
+                    std::memcpy(r + a, xr + a, sizeof(float) * (b - a));
+                else
+                    for (int64_t ow = a; ow < b; ow++) r[ow] = xr[ow * c.SW];
+                std::fill(r + b, r + ow1, 0.f);
+            }
+            j += ow1 - ow0;
+        }
+        for (int64_t j0 = 0; j0 < nc; j0 += NR) {  // into the column strips (strip t starts at t * NR * kc)
+            const int64_t nr = std::min<int64_t>(NR, nc - j0);
+            float* dst = Bp + j0 * kc + kk * NR;
+            std::memcpy(dst, row + j0, sizeof(float) * nr);
+            std::fill(dst + nr, dst + NR, 0.f);
+        }
+    }
+}
+
 // One thread's share: columns [n0, n1).
+template <class PackB>
 static void gemm_part(float* ws, int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda,
-                      const float* B, int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind,
-                      Act act) {
+                      const PackB& pack, float* C, int64_t ldc, const float* bias, BiasKind bias_kind, Act act) {
     int64_t KCb, MCb, NCb;
     gemm_dims(M, n1 - n0, K, &KCb, &MCb, &NCb);
     float* Bp = ws;
     float* Ap = ws + KCb * NCb;
+    float* row = Ap + MCb * KCb + 16;
     if (K == 0) {  // C = bias only
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = n0; j < n1; j++) {
@@ -156,7 +225,7 @@ static void gemm_part(float* ws, int64_t M, int64_t n0, int64_t n1, int64_t K, c
         int64_t nc = std::min(NCb, n1 - jc);
         for (int64_t pc = 0; pc < K; pc += KCb) {
             int64_t kc = std::min(KCb, K - pc);
-            pack_b(kc, nc, B + pc * ldb + jc, ldb, Bp);
+            pack(pc, kc, jc, nc, Bp, row);
             for (int64_t ic = 0; ic < M; ic += MCb) {
                 int64_t mc = std::min(MCb, M - ic);
                 pack_a(mc, kc, A + ic * lda + pc, lda, Ap);
@@ -169,8 +238,9 @@ static void gemm_part(float* ws, int64_t M, int64_t n0, int64_t n1, int64_t K, c
                         ep.first = pc == 0;
                         ep.last = pc + kc == K;
                         ep.act = act;
-                        ukernel(kc, Ap + ir * kc, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
-                                std::min<int64_t>(MR, mc - ir), std::min<int64_t>(NR, nc - jr), ep);
+                        int64_t nr = std::min<int64_t>(NR, nc - jr);
+                        ukernels[(nr + VW - 1) / VW - 1](kc, Ap + ir * kc, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr,
+                                                         ldc, std::min<int64_t>(MR, mc - ir), nr, ep);
                     }
                 }
             }
@@ -178,24 +248,30 @@ static void gemm_part(float* ws, int64_t M, int64_t n0, int64_t n1, int64_t K, c
     }
 }
 
-void gemm(Pool* pool, float* ws, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-          int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind, Act act) {
+template <class PackB>
+static void gemm_packed(Pool* pool, float* ws, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                        const PackB& pack, float* C, int64_t ldc, const float* bias, BiasKind bias_kind, Act act) {
     if (M == 0 || N == 0) return;
     int threads = pool_size(pool);
     int64_t strips = (N + NR - 1) / NR;
     int64_t parts = std::min<int64_t>(threads, strips);
     size_t per = gemm_workspace(M, N, K, 1) / sizeof(float);
     if (parts <= 1) {
-        gemm_part(ws, M, 0, N, K, A, lda, B, ldb, C, ldc, bias, bias_kind, act);
+        gemm_part(ws, M, 0, N, K, A, lda, pack, C, ldc, bias, bias_kind, act);
         return;
     }
     parallel_for(pool, parts, [&](int64_t b, int64_t e, int worker) {
         for (int64_t p = b; p < e; p++) {
             int64_t n0 = std::min(N, strips * p / parts * NR), n1 = std::min(N, strips * (p + 1) / parts * NR);
             if (n0 < n1)
-                gemm_part(ws + per * worker, M, n0, n1, K, A, lda, B, ldb, C, ldc, bias, bias_kind, act);
+                gemm_part(ws + per * worker, M, n0, n1, K, A, lda, pack, C, ldc, bias, bias_kind, act);
         }
     });
+}
+
+void gemm(Pool* pool, float* ws, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc, const float* bias, BiasKind bias_kind, Act act) {
+    gemm_packed(pool, ws, M, N, K, A, lda, PackMatrix{B, ldb}, C, ldc, bias, bias_kind, act);
 }
 
 // ---- few-row linear ----
@@ -1025,40 +1101,7 @@ size_t conv_workspace(const ConvShape& s, int threads) {
         return (size_t)threads * per * sizeof(float);
     }
     if (conv_few_channels(s)) return (size_t)(s.C * dw_plan(s).plane + 16) * sizeof(float);
-    size_t g = gemm_workspace(OCg, P, Cg * s.KH * s.KW, threads);
-    if (is_pointwise(s)) return g;
-    return g + (size_t)(Cg * s.KH * s.KW * P + 16) * sizeof(float);
-}
-
-static void im2col(const ConvShape& s, const float* x, float* cols) {
-    int64_t Cg = s.C / s.G, P = s.OH * s.OW;
-    for (int64_t c = 0; c < Cg; c++)
-        for (int64_t kh = 0; kh < s.KH; kh++)
-            for (int64_t kw = 0; kw < s.KW; kw++) {
-                float* row = cols + ((c * s.KH + kh) * s.KW + kw) * P;
-                const float* xc = x + c * s.H * s.W;
-                for (int64_t oh = 0; oh < s.OH; oh++) {
-                    int64_t ih = oh * s.SH - s.PH + kh * s.DH;
-                    float* r = row + oh * s.OW;
-                    if (ih < 0 || ih >= s.H) {
-                        std::fill(r, r + s.OW, 0.f);
-                        continue;
-                    }
-                    // output columns [lo, hi) read inside the row: no bounds checks there
-                    const float* xr = xc + ih * s.W + kw * s.DW - s.PW;  // column ow reads xr[ow * SW]
-                    int64_t off = kw * s.DW - s.PW;
-                    int64_t lo = std::min(s.OW, off >= 0 ? 0 : (-off + s.SW - 1) / s.SW);
-                    int64_t hi = std::max(lo, std::min(s.OW, s.W - off > 0 ? (s.W - off + s.SW - 1) / s.SW : 0));
-                    std::fill(r, r + lo, 0.f);
-                    if (s.SW == 1)
-                        std::memcpy(r + lo, xr + lo, sizeof(float) * (hi - lo));
-                    else if (s.SW == 2)
-                        for (int64_t ow = lo; ow < hi; ow++) r[ow] = xr[2 * ow];
-                    else
-                        for (int64_t ow = lo; ow < hi; ow++) r[ow] = xr[ow * s.SW];
-                    std::fill(r + hi, r + s.OW, 0.f);
-                }
-            }
+    return gemm_workspace(OCg, P, Cg * s.KH * s.KW, threads);
 }
 
 void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const float* w, const float* b, float* y,
@@ -1112,20 +1155,17 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
         }
         return;
     }
-    bool pw = is_pointwise(s);
-    float* cols = pw ? nullptr : ws;
-    float* gws = pw ? ws : ws + Kg * P + 16;
+    const bool pw = is_pointwise(s);
     for (int64_t n = 0; n < s.N; n++)
         for (int64_t g = 0; g < s.G; g++) {
             const float* xg = x + (n * s.C + g * Cg) * s.H * s.W;
             float* yg = y + (n * s.OC + g * OCg) * P;
-            const float* B = xg;
-            if (!pw) {
-                im2col(s, xg, cols);
-                B = cols;
-            }
-            gemm(pool, gws, OCg, P, Kg, w + g * OCg * Kg, Kg, B, P, yg, P, b ? b + g * OCg : nullptr,
-                 b ? kBiasRow : kNoBias, act);
+            const float* wg = w + g * OCg * Kg;
+            const float* bg = b ? b + g * OCg : nullptr;
+            if (pw)
+                gemm_packed(pool, ws, OCg, P, Kg, wg, Kg, PackMatrix{xg, P}, yg, P, bg, b ? kBiasRow : kNoBias, act);
+            else
+                gemm_packed(pool, ws, OCg, P, Kg, wg, Kg, PackIm2col{&s, xg}, yg, P, bg, b ? kBiasRow : kNoBias, act);
         }
 }
 

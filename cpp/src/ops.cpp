@@ -244,56 +244,84 @@ void cast(int from, int to, int64_t n, const void* x, void* y) {
 
 // ---- pooling ----
 
-void max_pool2d(const PoolShape& s, const float* x, float* y) {
-    for (int64_t nc = 0; nc < s.N * s.C; nc++) {
-        const float* xc = x + nc * s.H * s.W;
-        float* yc = y + nc * s.OH * s.OW;
-        for (int64_t oh = 0; oh < s.OH; oh++)
-            for (int64_t ow = 0; ow < s.OW; ow++) {
-                float m = -kInf;
-                for (int64_t kh = 0; kh < s.KH; kh++) {
-                    int64_t ih = oh * s.SH - s.PH + kh * s.DH;
-                    if (ih < 0 || ih >= s.H) continue;
-                    for (int64_t kw = 0; kw < s.KW; kw++) {
-                        int64_t iw = ow * s.SW - s.PW + kw * s.DW;
-                        if (iw >= 0 && iw < s.W) m = std::max(m, xc[ih * s.W + iw]);
-                    }
-                }
-                yc[oh * s.OW + ow] = m;
+// Separable: each output row first reduces its KH input rows into one padded row (vectorised over the
+// row), then every output column reduces KW taps of that row (vectorised over output columns at stride
+// 1; a strided pick of the stride-1 result otherwise). The pads hold -inf (max) or 0 (sum), so no tap
+// is bounds-checked. The naive per-tap loop took 2.3 ms for ResNet-50's 64 x 112 x 112 max pool.
+struct PoolRows {
+    int64_t Wr, Wh;  // padded row floats; stride-1 window results per row
+};
+static PoolRows pool_rows(const PoolShape& s) {
+    int64_t Wh = (s.OW - 1) * s.SW + 1;
+    return {std::max(s.PW + s.W, Wh + (s.KW - 1) * s.DW) + VW, Wh};
+}
+
+size_t pool_workspace(const PoolShape& s, int threads) {
+    PoolRows r = pool_rows(s);
+    return (size_t)(threads * (r.Wr + r.Wh + 2 * VW)) * sizeof(float);
+}
+
+template <bool MAX>
+static void pool_plane(const PoolShape& s, const PoolRows& r, const float* xc, float* yc, float* row, float* h) {
+    const float fill = MAX ? -kInf : 0.f;
+    for (int64_t oh = 0; oh < s.OH; oh++) {
+        std::fill(row, row + r.Wr, fill);
+        float* rr = row + s.PW;
+        int64_t rows = 0;  // taps inside the input
+        for (int64_t kh = 0; kh < s.KH; kh++) {
+            int64_t ih = oh * s.SH - s.PH + kh * s.DH;
+            if (ih < 0 || ih >= s.H) continue;
+            const float* xr = xc + ih * s.W;
+            if (rows++ == 0)
+                std::memcpy(rr, xr, sizeof(float) * s.W);
+            else if (MAX)
+                for (int64_t i = 0; i < s.W; i++) rr[i] = std::max(rr[i], xr[i]);
+            else
+                for (int64_t i = 0; i < s.W; i++) rr[i] += xr[i];
+        }
+        float* out = s.SW == 1 ? yc + oh * s.OW : h;
+        for (int64_t j = 0; j < r.Wh; j++) {
+            float a = row[j];
+            for (int64_t kw = 1; kw < s.KW; kw++) a = MAX ? std::max(a, row[j + kw * s.DW]) : a + row[j + kw * s.DW];
+            out[j] = a;
+        }
+        if (s.SW != 1)
+            for (int64_t ow = 0; ow < s.OW; ow++) yc[oh * s.OW + ow] = h[ow * s.SW];
+        if (MAX) continue;
+        // the divisor counts taps inside the input, or inside input + explicit pads
+        int64_t lo_h = s.count_include_pad ? -s.PH : 0, hi_h = s.count_include_pad ? s.H + s.EH : s.H;
+        int64_t lo_w = s.count_include_pad ? -s.PW : 0, hi_w = s.count_include_pad ? s.W + s.EW : s.W;
+        int64_t cnt_h = 0;
+        for (int64_t kh = 0; kh < s.KH; kh++) {
+            int64_t ih = oh * s.SH - s.PH + kh * s.DH;
+            cnt_h += ih >= lo_h && ih < hi_h;
+        }
+        for (int64_t ow = 0; ow < s.OW; ow++) {
+            int64_t cnt_w = 0;
+            for (int64_t kw = 0; kw < s.KW; kw++) {
+                int64_t iw = ow * s.SW - s.PW + kw * s.DW;
+                cnt_w += iw >= lo_w && iw < hi_w;
             }
+            yc[oh * s.OW + ow] /= (float)(cnt_h * cnt_w);
+        }
     }
 }
 
-void avg_pool2d(const PoolShape& s, const float* x, float* y) {
-    for (int64_t nc = 0; nc < s.N * s.C; nc++) {
-        const float* xc = x + nc * s.H * s.W;
-        float* yc = y + nc * s.OH * s.OW;
-        for (int64_t oh = 0; oh < s.OH; oh++)
-            for (int64_t ow = 0; ow < s.OW; ow++) {
-                float sum = 0.f;
-                int64_t cnt_h = 0, cnt_w = 0;
-                // the divisor counts taps inside the input, or inside input + explicit pads
-                int64_t lo_h = s.count_include_pad ? -s.PH : 0, hi_h = s.count_include_pad ? s.H + s.EH : s.H;
-                int64_t lo_w = s.count_include_pad ? -s.PW : 0, hi_w = s.count_include_pad ? s.W + s.EW : s.W;
-                for (int64_t kh = 0; kh < s.KH; kh++) {
-                    int64_t ih = oh * s.SH - s.PH + kh * s.DH;
-                    cnt_h += ih >= lo_h && ih < hi_h;
-                }
-                for (int64_t kw = 0; kw < s.KW; kw++) {
-                    int64_t iw = ow * s.SW - s.PW + kw * s.DW;
-                    cnt_w += iw >= lo_w && iw < hi_w;
-                }
-                for (int64_t kh = 0; kh < s.KH; kh++) {
-                    int64_t ih = oh * s.SH - s.PH + kh * s.DH;
-                    if (ih < 0 || ih >= s.H) continue;
-                    for (int64_t kw = 0; kw < s.KW; kw++) {
-                        int64_t iw = ow * s.SW - s.PW + kw * s.DW;
-                        if (iw >= 0 && iw < s.W) sum += xc[ih * s.W + iw];
-                    }
-                }
-                yc[oh * s.OW + ow] = sum / (float)(cnt_h * cnt_w);
-            }
-    }
+template <bool MAX>
+static void pool2d(Pool* pool, const PoolShape& s, const float* x, float* y, float* ws) {
+    const PoolRows r = pool_rows(s);
+    parallel_for(pool, s.N * s.C, [&](int64_t b, int64_t e, int worker) {
+        float* row = ws + worker * (r.Wr + r.Wh + 2 * VW);
+        for (int64_t nc = b; nc < e; nc++)
+            pool_plane<MAX>(s, r, x + nc * s.H * s.W, y + nc * s.OH * s.OW, row, row + r.Wr + VW);
+    });
+}
+
+void max_pool2d(Pool* pool, const PoolShape& s, const float* x, float* y, float* ws) {
+    pool2d<true>(pool, s, x, y, ws);
+}
+void avg_pool2d(Pool* pool, const PoolShape& s, const float* x, float* y, float* ws) {
+    pool2d<false>(pool, s, x, y, ws);
 }
 
 void adaptive_avg_pool2d(int64_t NC, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x, float* y) {

@@ -44,7 +44,7 @@ void gemv(Pool* pool, int64_t rows, int64_t OUT, int64_t IN, const float* x, con
           float* y, Act act);
 
 // 2-D convolution, NCHW (1-D convs are passed with H = 1). Picks 1x1 GEMM, depthwise direct, or
-// im2col + GEMM per group.
+// GEMM over im2col panels per group.
 struct ConvShape {
     int64_t N, C, H, W, OC, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G;
 };
@@ -140,8 +140,9 @@ struct PoolShape {
     int64_t N, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, EH, EW;  // EH/EW: end pads
     int count_include_pad;
 };
-void max_pool2d(const PoolShape& s, const float* x, float* y);
-void avg_pool2d(const PoolShape& s, const float* x, float* y);
+size_t pool_workspace(const PoolShape& s, int threads);  // bytes
+void max_pool2d(Pool* pool, const PoolShape& s, const float* x, float* y, float* ws);
+void avg_pool2d(Pool* pool, const PoolShape& s, const float* x, float* y, float* ws);
 void adaptive_avg_pool2d(int64_t NC, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x, float* y);
 // kind 0 sum, 1 mean, 2 max; out strides have 0 on reduced axes; count = reduced elements
 void reduce(int kind, int rank, const int64_t* shape, const int64_t* in_strides, const int64_t* out_strides,
