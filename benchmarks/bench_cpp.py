@@ -478,6 +478,15 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   more, slowed by the machine's load, so the goal is not met yet: it needs a further 0.1 ms or so; what is
   left would take a different layout for the small layers (channels-last blocks with vector transposes)
   and fusing the 112 x 112 expand into its depthwise.
+- Dense whole models (the table above; the issue's dense goal is the one 1x1 shape of the kernel table):
+  onnxruntime's blocked convolutions are faster on ResNet-50's 3x3 and 7x7 layers. This round: the max and
+  average pools became separable and threaded (the 64 x 112 x 112 stem pool took 2.3 ms as a scalar loop
+  per tap), a column strip's last GEMM tile is only as wide as its columns (7x7 3x3 convs 6.3 -> 5.0 ms
+  each), and non-1x1 convs gather im2col panels as they pack them instead of writing KH*KW copies of the
+  input first (same speed, 7.2 MB less workspace on a 64-channel 3x3 layer at 56 x 56): ResNet-50 0.54x ->
+  0.58-0.64x (two runs). By perf samples packing the weights takes about 16% of it (repacked every run) and
+  the 7x7 layers run the register tile at about a third of its rate; prepacked weights and a GEMM with
+  output channels as the vector dimension for layers with few pixels are what is left.
 - CSR at 90%: 4.33 to 4.70x onnxruntime over six full runs of this script today, around the 4.5x goal
   within the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
   close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.

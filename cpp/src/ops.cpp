@@ -280,10 +280,13 @@ static void pool_plane(const PoolShape& s, const PoolRows& r, const float* xc, f
                 for (int64_t i = 0; i < s.W; i++) rr[i] += xr[i];
         }
         float* out = s.SW == 1 ? yc + oh * s.OW : h;
-        for (int64_t j = 0; j < r.Wh; j++) {
-            float a = row[j];
-            for (int64_t kw = 1; kw < s.KW; kw++) a = MAX ? std::max(a, row[j + kw * s.DW]) : a + row[j + kw * s.DW];
-            out[j] = a;
+        std::memcpy(out, row, sizeof(float) * r.Wh);
+        for (int64_t kw = 1; kw < s.KW; kw++) {  // one tap over the whole row at a time: contiguous, vectorised
+            const float* t = row + kw * s.DW;
+            if (MAX)
+                for (int64_t j = 0; j < r.Wh; j++) out[j] = std::max(out[j], t[j]);
+            else
+                for (int64_t j = 0; j < r.Wh; j++) out[j] += t[j];
         }
         if (s.SW != 1)
             for (int64_t ow = 0; ow < s.OW; ow++) yc[oh * s.OW + ow] = h[ow * s.SW];
