@@ -220,9 +220,9 @@ def resolve_round_to(round_to: int | str) -> int:
         from graphprune.backends.cpp import capability
 
         return max(4, capability("host").vector_floats)
-    if isinstance(round_to, str) or round_to < 1:
+    if not isinstance(round_to, int | np.integer) or isinstance(round_to, bool) or round_to < 1:
         raise ValueError(f"round_to={round_to!r}: expected a whole number >= 1 or 'auto'")
-    return round_to
+    return int(round_to)
 
 
 def sparsify(

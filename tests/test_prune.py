@@ -278,7 +278,7 @@ def test_zero_invariant_per_pattern(name):
             assert_same(pruned.run(x.numpy()), z.run(x.numpy()))
 
 
-@pytest.mark.parametrize("bad", ["simd", 0, -8])
+@pytest.mark.parametrize("bad", ["simd", 0, -8, 8.0, True])
 def test_round_to_must_be_a_positive_multiple_or_auto(bad):
     graph = trace64("resnet_bottleneck")[0]
     with pytest.raises(ValueError, match="expected a whole number >= 1 or 'auto'"):
