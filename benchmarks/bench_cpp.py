@@ -33,6 +33,7 @@ from graphprune.ir.ops import Op
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mobilenet import mobilenet_v2  # noqa: E402
+from resnet import resnet50  # noqa: E402
 from results import best_of, cpu_name, write_section  # noqa: E402
 
 C, HW = 256, 56
@@ -263,8 +264,6 @@ def whole_model(reps: int) -> tuple[str, dict[str, float]]:
 
 def dense_models(reps: int) -> str:
     """Unpruned ResNet-50 and MobileNetV2 at 224x224 on dense kernels against onnxruntime, one thread."""
-    from resnet import resnet50
-
     rows = ["| Model (dense, unpruned) | onnxruntime ms | graphprune cpp ms | vs onnxruntime |", "|---|---|---|---|"]
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     xs = [x.numpy()]

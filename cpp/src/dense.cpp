@@ -348,6 +348,25 @@ static DwPlan dw_plan(const ConvShape& s) {
     return d;
 }
 
+// shuffle indices: even and odd lanes of two vectors; a shift one lane right (carrying the first
+// vector's last lane in) and one lane left (the second vector's first lane in)
+#if GPRT_VW == 4
+#define GPRT_EVEN 0, 2, 4, 6
+#define GPRT_ODD 1, 3, 5, 7
+#define GPRT_SHIFT1 3, 4, 5, 6
+#define GPRT_NEXT1 1, 2, 3, 4
+#elif GPRT_VW == 8
+#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#define GPRT_SHIFT1 7, 8, 9, 10, 11, 12, 13, 14
+#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8
+#elif GPRT_VW == 16
+#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define GPRT_SHIFT1 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
+#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
+#endif
+
 static inline vf load_strided(const float* p, int64_t stride) {
 #if GPRT_VW == 1
     (void)stride;
@@ -356,13 +375,7 @@ static inline vf load_strided(const float* p, int64_t stride) {
     if (stride == 1) return vload(p);
     if (stride == 2) {  // even lanes of two vectors
         vf a = vload(p), b = vload(p + VW);
-#if GPRT_VW == 4
-        return __builtin_shufflevector(a, b, 0, 2, 4, 6);
-#elif GPRT_VW == 8
-        return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-#else
-        return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-#endif
+        return __builtin_shufflevector(a, b, GPRT_EVEN);
     }
     vf v;
     for (int l = 0; l < VW; l++) v[l] = p[l * stride];
@@ -468,16 +481,8 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
         for (; j < hi && hi - lo >= VW; j += VW) {  // two vectors of the row -> even and odd columns
             j = std::min(j, hi - VW);  // the last vector overlaps the one before: no scalar tail
             vf a = vload(xr + 2 * j), b = vload(xr + 2 * j + VW);
-#if GPRT_VW == 4
-            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6));
-            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7));
-#elif GPRT_VW == 8
-            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14));
-            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15));
-#else
-            vstore(e + j, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
-            vstore(o + j, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
-#endif
+            vstore(e + j, __builtin_shufflevector(a, b, GPRT_EVEN));
+            vstore(o + j, __builtin_shufflevector(a, b, GPRT_ODD));
         }
 #endif
         for (; j < hi; j++) {
@@ -675,22 +680,6 @@ static bool dw_s2_direct(const ConvShape& s) {
            s.PH <= 1 && 2 * (s.OW - 1) + 1 <= s.W;
 }
 
-#if GPRT_VW == 4
-#define GPRT_EVEN 0, 2, 4, 6
-#define GPRT_ODD 1, 3, 5, 7
-#define GPRT_SHIFT1 3, 4, 5, 6
-#define GPRT_NEXT1 1, 2, 3, 4
-#elif GPRT_VW == 8
-#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14
-#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15
-#define GPRT_SHIFT1 7, 8, 9, 10, 11, 12, 13, 14
-#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8
-#elif GPRT_VW == 16
-#define GPRT_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#define GPRT_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
-#define GPRT_SHIFT1 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
-#define GPRT_NEXT1 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
-#endif
 
 static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
 #if GPRT_VW > 1
@@ -707,7 +696,7 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
         for (int kh = 0; kh < 3; kh++) {
             int64_t ih = oh * 2 - s.PH + kh;
             valid[kh] = ih >= 0 && ih < s.H;
-            rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
+        rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
         }
         vf carry = vf{};  // the previous vector's left-tap sum
         float* yr = y + oh * s.OW;
@@ -778,7 +767,7 @@ static inline void dw_s1_rows(const ConvShape& s, const float* x, const vf* wv, 
     for (int kh = 0; kh < RO + 2; kh++) {
         int64_t ih = oh - s.PH + kh;
         valid[kh] = ih >= 0 && ih < s.H;
-            rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
+        rows[kh] = x + (valid[kh] ? ih : 0) * s.W;
     }
     auto one = [&](int64_t ow, int edge) {  // edge: 0 the row's first vector, 1 inside, 2 its last
         vf acc[RO][3];

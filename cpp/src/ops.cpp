@@ -258,11 +258,25 @@ static PoolRows pool_rows(const PoolShape& s) {
 
 size_t pool_workspace(const PoolShape& s, int threads) {
     PoolRows r = pool_rows(s);
-    return (size_t)(threads * (r.Wr + r.Wh + 2 * VW)) * sizeof(float);
+    return (size_t)(s.OW + VW + threads * (r.Wr + r.Wh + 2 * VW)) * sizeof(float);  // + the column counts
+}
+
+// The taps of output position o (of one axis) that the average divides by: those inside the input, or
+// inside input + explicit pads.
+static int64_t pool_taps(int64_t o, int64_t K, int64_t S, int64_t P, int64_t D, int64_t n, int64_t end_pad,
+                         int include_pad) {
+    const int64_t lo = include_pad ? -P : 0, hi = include_pad ? n + end_pad : n;
+    int64_t taps = 0;
+    for (int64_t k = 0; k < K; k++) {
+        int64_t i = o * S - P + k * D;
+        taps += i >= lo && i < hi;
+    }
+    return taps;
 }
 
 template <bool MAX>
-static void pool_plane(const PoolShape& s, const PoolRows& r, const float* xc, float* yc, float* row, float* h) {
+static void pool_plane(const PoolShape& s, const PoolRows& r, const float* xc, float* yc, float* row, float* h,
+                       const float* cnt_w) {
     const float fill = MAX ? -kInf : 0.f;
     for (int64_t oh = 0; oh < s.OH; oh++) {
         std::fill(row, row + r.Wr, fill);
@@ -291,32 +305,23 @@ static void pool_plane(const PoolShape& s, const PoolRows& r, const float* xc, f
         if (s.SW != 1)
             for (int64_t ow = 0; ow < s.OW; ow++) yc[oh * s.OW + ow] = h[ow * s.SW];
         if (MAX) continue;
-        // the divisor counts taps inside the input, or inside input + explicit pads
-        int64_t lo_h = s.count_include_pad ? -s.PH : 0, hi_h = s.count_include_pad ? s.H + s.EH : s.H;
-        int64_t lo_w = s.count_include_pad ? -s.PW : 0, hi_w = s.count_include_pad ? s.W + s.EW : s.W;
-        int64_t cnt_h = 0;
-        for (int64_t kh = 0; kh < s.KH; kh++) {
-            int64_t ih = oh * s.SH - s.PH + kh * s.DH;
-            cnt_h += ih >= lo_h && ih < hi_h;
-        }
-        for (int64_t ow = 0; ow < s.OW; ow++) {
-            int64_t cnt_w = 0;
-            for (int64_t kw = 0; kw < s.KW; kw++) {
-                int64_t iw = ow * s.SW - s.PW + kw * s.DW;
-                cnt_w += iw >= lo_w && iw < hi_w;
-            }
-            yc[oh * s.OW + ow] /= (float)(cnt_h * cnt_w);
-        }
+        const float cnt_h = (float)pool_taps(oh, s.KH, s.SH, s.PH, s.DH, s.H, s.EH, s.count_include_pad);
+        for (int64_t ow = 0; ow < s.OW; ow++) yc[oh * s.OW + ow] /= cnt_h * cnt_w[ow];
     }
 }
 
 template <bool MAX>
 static void pool2d(Pool* pool, const PoolShape& s, const float* x, float* y, float* ws) {
     const PoolRows r = pool_rows(s);
+    float* cnt_w = ws;  // per output column, shared by every row and plane (average only)
+    if (!MAX)
+        for (int64_t ow = 0; ow < s.OW; ow++)
+            cnt_w[ow] = (float)pool_taps(ow, s.KW, s.SW, s.PW, s.DW, s.W, s.EW, s.count_include_pad);
+    float* rows = ws + s.OW + VW;
     parallel_for(pool, s.N * s.C, [&](int64_t b, int64_t e, int worker) {
-        float* row = ws + worker * (r.Wr + r.Wh + 2 * VW);
+        float* row = rows + worker * (r.Wr + r.Wh + 2 * VW);
         for (int64_t nc = b; nc < e; nc++)
-            pool_plane<MAX>(s, r, x + nc * s.H * s.W, y + nc * s.OH * s.OW, row, row + r.Wr + VW);
+            pool_plane<MAX>(s, r, x + nc * s.H * s.W, y + nc * s.OH * s.OW, row, row + r.Wr + VW, cnt_w);
     });
 }
 
