@@ -308,6 +308,51 @@ def test_fused_auto_only_where_tensors_spill(tmp_path):
     assert first == again and first["model.cpp"].count(b"fused_block(") == 3
 
 
+def split_model(kind: str) -> tuple[gp.Graph, list[np.ndarray]]:
+    """An inverted-residual block unfused on a plane large enough for bands on two and three workers
+    (40 x 82, odd row counts after stride 2), and one on a small plane (11 x 19): the expand splits its
+    output rows there, the depthwise its channels. The projects add their residual as they store (a relu
+    after the second add), batch 2; the 1x1 layers sparsified as `kind` (20 and 44 rows: leftover rows
+    for 8x1 blocks)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e1, self.p1 = torch.nn.Conv2d(8, 20, 1), torch.nn.Conv2d(20, 8, 1)
+            self.d1 = torch.nn.Conv2d(20, 20, 3, padding=1, groups=20)
+            self.d2 = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)
+            self.e3, self.p3 = torch.nn.Conv2d(8, 44, 1), torch.nn.Conv2d(44, 8, 1)
+            self.d3 = torch.nn.Conv2d(44, 44, 3, padding=1, groups=44)
+
+        def forward(self, x):
+            x = x + self.p1(torch.relu(self.d1(torch.nn.functional.relu6(self.e1(x)))))
+            x = self.d2(x)  # 40 x 82 -> 20 x 41: stride 2 in bands
+            y = torch.nn.functional.interpolate(x, size=(11, 19))
+            return x, torch.relu(y + self.p3(self.d3(torch.relu(self.e3(y)))))
+
+    torch.manual_seed(2)
+    m = M().eval()
+    with torch.no_grad():
+        for layer in (m.e1, m.p1, m.e3, m.p3):
+            layer.weight.copy_(torch.from_numpy(sparsify(layer.weight.numpy(), kind, rng)))
+    x = torch.randn(2, 8, 40, 82)
+    return gp.trace(m, (x,)), [x.numpy()]
+
+
+@pytest.mark.parametrize(("kind", "threads"), [("block8", 1), ("block8", 2), ("csr", 3), ("nm2:4", 2)])
+def test_thread_splits_and_folded_residuals_host(kind, threads, tmp_path):
+    """Workers split planes in bands (depthwise rows, pixel tiles) or channels (depthwise channels, the
+    expand's output rows) by the plane's size; a sparse 1x1 layer folds the residual add after it."""
+    g, ins = split_model(kind)
+    art = check(g, ins, "host", tmp_path, sparse=kind, threads=threads, fuse="off")
+    assert sorted(art.sparse_layers) == ["e1", "e3", "p1", "p3"], art.sparse_layers
+    src = (tmp_path / "model.cpp").read_text()
+    assert "B_ADD" not in src and src.count("gprt::spmm_") == 8  # two calls per layer (batch 2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["aarch64", "wasm32"])
 def test_fused_chains_cross(target, tmp_path, monkeypatch):

@@ -286,6 +286,25 @@ class Lowering:
             self.fused.add(id(user))
         return act, out
 
+    def residual(self, node: Node, out: Value) -> tuple[Value, Node, str, Node | None, Value] | None:
+        """The residual add that the step starting at `node`, writing `out` with no activation, can fold
+        in: the add is out's sole consumer and its other operand a tensor of the same type computed before
+        that step. (residual, add, the add's activation, that activation's node, the value then written)."""
+        user = self.sole_consumer(out)
+        if user is None or user.op is not Op.ADD:
+            return None
+        other = [v for v in user.inputs if v is not out]
+        if (
+            len(other) != 1
+            or other[0].is_const
+            or other[0].type != out.type
+            # the step sits where its first node was
+            or (other[0].producer is not None and self.pos[id(other[0].producer)] >= self.pos[id(node)])
+        ):
+            return None
+        act, value, actnode = self.peek_act(user)
+        return other[0], user, act, actnode, value
+
     def conv_kind(self, node: Node | None) -> str | None:
         """'pw' (1x1, stride 1, no padding), 'dw' (depthwise 2-D) or None, for a float32 2-D conv with
         constant weights and bias that a fused chain can take."""
@@ -355,19 +374,8 @@ class Lowering:
         if self.conv_kind(project) != "pw":
             return False
         p_act, p_out, p_actnode = self.peek_act(project)
-        res, add, r_act, r_actnode, out = None, None, "gprt::kNoAct", None, p_out
-        user = self.sole_consumer(p_out)
-        if p_actnode is None and user is not None and user.op is Op.ADD:
-            other = [v for v in user.inputs if v is not p_out]
-            if (
-                len(other) == 1
-                and not other[0].is_const
-                and other[0].type == p_out.type
-                # computed before the chain's step (the step sits where its first node was)
-                and (other[0].producer is None or self.pos[id(other[0].producer)] < self.pos[id(node)])
-            ):
-                res, add = other[0], user
-                r_act, out, r_actnode = self.peek_act(add)
+        folded = self.residual(node, p_out) if p_actnode is None else None
+        res, add, r_act, r_actnode, out = folded or (None, None, "gprt::kNoAct", None, p_out)
         x = node.inputs[0]
         xs, ds = _static(x), _static(dw.inputs[0])
         if expand is not None and xs[2:] != ds[2:]:
@@ -462,15 +470,25 @@ class Lowering:
         oc = ys[1]
         h, wi, oh, ow = sp(xs, 0), sp(xs, 1), sp(ys, 0), sp(ys, 1)
         bias = self.value_const(node.inputs[2], node, "bias").astype(np.float32) if len(node.inputs) > 2 else None
-        act, out = self.fused_act(node)
         b = self.const(bias) if bias is not None else "nullptr"
-        reads = [x]
         pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and a.groups == 1 and (oh, ow) == (h, wi)
         if pointwise:
-            lines = self.sparse_lines(node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act)
+            # a sparse 1x1 layer adds a residual as it stores (no pass of its own over both tensors)
+            act, out, actnode = self.peek_act(node)
+            res = add = None
+            folded = self.residual(node, out) if actnode is None else None
+            if folded is not None:
+                res, add, act, actnode, out = folded
+            lines = self.sparse_lines(
+                node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act,
+                self.ptr(res) if res is not None else None,
+            )
             if lines is not None:
-                self.emit(node, lines, reads, [out])
+                self.fused.update(id(m) for m in (add, actnode) if m is not None)
+                self.emit(node, lines, [x] + ([res] if res is not None else []), [out])
                 return
+        act, out = self.fused_act(node)
+        reads = [x]
         s = self.decl(
             "gprt::ConvShape", "{" + _ints([n, c, h, wi, oc, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, a.groups]) + "}"
         )
@@ -490,10 +508,11 @@ class Lowering:
         return packing.force(w2, self.o.sparse)
 
     def sparse_lines(
-        self, node: Node, w2: np.ndarray, pixels: int, batch: int, x: str, y: str, bias: str, act: str
+        self, node: Node, w2: np.ndarray, pixels: int, batch: int, x: str, y: str, bias: str, act: str,
+        res: str | None = None,
     ) -> list[str] | None:
-        """The kernel calls of a sparse 1x1 layer (Y[b] = W X[b] over `pixels` columns), or None when the
-        break-even table (or the forced format) keeps it dense."""
+        """The kernel calls of a sparse 1x1 layer (Y[b] = act(W X[b] + bias [+ res[b]]) over `pixels`
+        columns), or None when the break-even table (or the forced format) keeps it dense."""
         choice = self.choose(w2, pixels)
         if choice.fmt == "dense":
             return None
@@ -516,7 +535,8 @@ class Lowering:
                 f"{self.const(q.incs, 'int32_t')}, {self.const(q.values)}, {bias}"
             )
         for i in range(batch):
-            lines.append(f"{call}, {x} + {i * k * pixels}, {y} + {i * m_rows * pixels}, {act});")
+            r = f", {res} + {i * m_rows * pixels}" if res is not None else ""
+            lines.append(f"{call}, {x} + {i * k * pixels}, {y} + {i * m_rows * pixels}, {act}{r});")
         return lines
 
     def op_conv_transpose(self, node: Node) -> None:
@@ -1354,9 +1374,8 @@ def _source(
             *_shape_table("kOut", graph.outputs),
             "",
             "unsigned char* aligned(size_t bytes, void** base) {",
-            "    *base = std::malloc(bytes + 64);",
-            "    if (!*base) return nullptr;",
-            "    return (unsigned char*)(((uintptr_t)*base + 63) & ~(uintptr_t)63);",
+            "    *base = gprt::alloc_buffer(bytes);",
+            "    return (unsigned char*)*base;",
             "}",
             "}  // namespace",
             "",

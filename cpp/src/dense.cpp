@@ -671,7 +671,7 @@ static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const fl
 // past OW, when W is even; from a zero-padded copy of the row's end when W is odd (column W is padding)
 // or where the read would run past the channel's last row (past it may lie the end of the buffer; rows
 // narrower than two vectors read into the rows after the next). A whole output vector is stored unless
-// it would run past the channel's last row. Replaces the even/odd split of the whole channel
+// it would run past the last row being computed (the channel's, or a worker's band's). Replaces the even/odd split of the whole channel
 // (fill_split), which moved every input float once more and took two thirds of the time of the
 // 48 x 112 x 112 layer; on rows narrower than a vector (28 x 28 -> 14 x 14) it replaced the padded plane
 // and its grid (35 -> 13 us on 192 channels).
@@ -681,7 +681,9 @@ static bool dw_s2_direct(const ConvShape& s) {
 }
 
 
-static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
+// Output rows [oh0, oh1) only: workers may split a channel's rows (see conv2d).
+static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act,
+                                 int64_t oh0, int64_t oh1) {
 #if GPRT_VW > 1
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     vf wv[9];
@@ -690,7 +692,7 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
     const int64_t inside = s.W / (2 * VW);
     const int64_t nvec = (s.OW + VW - 1) / VW;
     alignas(64) float edge[2 * VW];
-    for (int64_t oh = 0; oh < s.OH; oh++) {
+    for (int64_t oh = oh0; oh < oh1; oh++) {
         const float* rows[3];
         bool valid[3];
         for (int kh = 0; kh < 3; kh++) {
@@ -728,7 +730,7 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
             carry = acc[0];
             if (clamp) out = vclamp(out, act.lo, act.hi);
             int64_t at = v * VW;
-            if ((oh * s.OW + at + VW) <= s.OH * s.OW) {
+            if ((oh * s.OW + at + VW) <= oh1 * s.OW) {
                 vstore(yr + at, out);  // past the row's end: the next rows' first columns, stored after this
             } else {
                 float tmp[VW];
@@ -738,7 +740,7 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
         }
     }
 #else
-    (void)s, (void)x, (void)w, (void)bias, (void)y, (void)act;
+    (void)s, (void)x, (void)w, (void)bias, (void)y, (void)act, (void)oh0, (void)oh1;
 #endif
 }
 
@@ -807,24 +809,25 @@ static inline void dw_s1_rows(const ConvShape& s, const float* x, const vf* wv, 
 #endif
 }
 
-static void dw_s1_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act) {
+static void dw_s1_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act,
+                                 int64_t oh0, int64_t oh1) {
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     vf wv[9];
     for (int i = 0; i < 9; i++) wv[i] = vbcast(w[i]);
-    int64_t oh = 0;
+    int64_t oh = oh0;
 #if GPRT_VW == 16 || defined(__aarch64__)
     // 32 vector registers: four rows (12 accumulators) from six input rows, 4.5 loads per output vector
     // instead of 6 (16 x 112 x 112: 45 -> 41 us; six rows were no faster)
-    for (; oh + 4 <= s.OH; oh += 4) dw_s1_rows<4>(s, x, wv, bias, y, oh, act, clamp);
+    for (; oh + 4 <= oh1; oh += 4) dw_s1_rows<4>(s, x, wv, bias, y, oh, act, clamp);
 #endif
-    for (; oh + 2 <= s.OH; oh += 2) dw_s1_rows<2>(s, x, wv, bias, y, oh, act, clamp);
-    if (oh < s.OH) dw_s1_rows<1>(s, x, wv, bias, y, oh, act, clamp);
+    for (; oh + 2 <= oh1; oh += 2) dw_s1_rows<2>(s, x, wv, bias, y, oh, act, clamp);
+    if (oh < oh1) dw_s1_rows<1>(s, x, wv, bias, y, oh, act, clamp);
 }
 
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
                               float* y, Act act, float* plane, float* grid) {
-    if (dw_s2_direct(s)) return dw_s2_direct_channel(s, x, w, bias, y, act);
-    if (dw_s1_direct(s)) return dw_s1_direct_channel(s, x, w, bias, y, act);
+    if (dw_s2_direct(s)) return dw_s2_direct_channel(s, x, w, bias, y, act, 0, s.OH);
+    if (dw_s1_direct(s)) return dw_s1_direct_channel(s, x, w, bias, y, act, 0, s.OH);
     if (dw_rowwise(s)) {
         if (s.SW == 2)
             fill_split(s, d, x, plane, plane + d.Hp * (d.Wp / 2));  // (and the slack the last vectors read)
@@ -1098,6 +1101,25 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
     int64_t P = s.OH * s.OW, Cg = s.C / s.G, OCg = s.OC / s.G, Kg = Cg * s.KH * s.KW;
     if (is_depthwise(s)) {
         if (dw_flat(s)) return dw_flat_run(pool, s, x, w, b, y, act, ws);
+        const int workers = pool_size(pool);
+        if ((dw_s1_direct(s) || dw_s2_direct(s)) && split_in_bands(s.H * s.W, workers) && s.OH >= 4 * workers) {
+            // each worker takes a band of rows of every channel (see split_in_bands)
+            parallel_for(pool, workers, [&](int64_t b0, int64_t e0, int) {
+                for (int64_t part = b0; part < e0; part++) {
+                    int64_t oh0 = s.OH * part / workers, oh1 = s.OH * (part + 1) / workers;
+                    for (int64_t nc = 0; nc < s.N * s.C; nc++) {
+                        int64_t c = nc % s.C;
+                        const float* xc = x + nc * s.H * s.W;
+                        float bc = b ? b[c] : 0.f;
+                        if (dw_s2_direct(s))
+                            dw_s2_direct_channel(s, xc, w + c * 9, bc, y + nc * P, act, oh0, oh1);
+                        else
+                            dw_s1_direct_channel(s, xc, w + c * 9, bc, y + nc * P, act, oh0, oh1);
+                    }
+                }
+            });
+            return;
+        }
         DwPlan d = dw_plan(s);
         int64_t per = d.plane + d.grid + 32;
         int64_t blocks = 0;  // channel blocks of VW done channels-last; the leftover channels one at a time

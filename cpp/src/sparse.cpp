@@ -42,9 +42,10 @@ static inline void prefetch_next(Stream& s) {
 // U independent accumulator sets take alternate nonzero blocks: an FMA's latency (4 cycles, 2 per
 // cycle) needs 8 independent chains, and NB * TV alone gives fewer for plain CSR.
 // nvalid: the tile's pixels that exist (the last tile of a layer is zero-padded; only those are stored).
+// res: the residual added before the activation (rows P apart like y), or null.
 template <int NB, int TV, int LDX>
-static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const float* bias, float* y, Act act,
-                       bool clamp, int64_t nvalid = TV * VW) {
+static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const float* bias, const float* res,
+                       float* y, Act act, bool clamp, int64_t nvalid = TV * VW) {
     const int64_t ldx = LDX ? LDX : s.ldx;  // compile-time in the copied tile: a shift, not a multiply
     constexpr int U = NB * TV >= 8 ? 1 : (NB * TV >= 4 ? 2 : 4);
     for (int64_t r = 0; r < nrows; r++) {
@@ -106,13 +107,16 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
                 vf a = acc[0][i][t];
                 GPRT_UNROLL
                 for (int u = 1; u < U; u++) a += acc[u][i][t];
-                if (clamp) a = vclamp(a, act.lo, act.hi);
+                const int64_t at = (row + i) * P + t * VW;
                 if ((t + 1) * VW <= nvalid) {
-                    vstore(y + (row + i) * P + t * VW, a);
+                    if (res) a += vload(res + at);
+                    vstore(y + at, clamp ? vclamp(a, act.lo, act.hi) : a);
                 } else if (t * VW < nvalid) {
-                    float part[VW];
-                    vstore(part, a);
-                    std::memcpy(y + (row + i) * P + t * VW, part, sizeof(float) * (nvalid - t * VW));
+                    float part[VW] = {};
+                    if (res) std::memcpy(part, res + at, sizeof(float) * (nvalid - t * VW));
+                    a += vload(part);
+                    vstore(part, clamp ? vclamp(a, act.lo, act.hi) : a);
+                    std::memcpy(y + at, part, sizeof(float) * (nvalid - t * VW));
                 }
             }
         }
@@ -121,7 +125,7 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
 
 // Fewer than VW pixels left: the same walk, one pixel at a time.
 static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t npix, Stream& s, const float* bias,
-                      float* y, Act act) {
+                      const float* res, float* y, Act act) {
     for (int64_t r = 0; r < nrows; r++) {
         int64_t row = row0 + r * nb;
         float acc[8][VW];
@@ -135,31 +139,50 @@ static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t np
             s.w += nb;
         }
         for (int i = 0; i < nb; i++)
-            for (int64_t t = 0; t < npix; t++) y[(row + i) * P + t] = std::min(std::max(acc[i][t], act.lo), act.hi);
+            for (int64_t t = 0; t < npix; t++) {
+                float v = acc[i][t] + (res ? res[(row + i) * P + t] : 0.f);
+                y[(row + i) * P + t] = std::min(std::max(v, act.lo), act.hi);
+            }
     }
+}
+
+// A worker's share of the output rows: block rows [b0, b1), then the M % NB single rows if `tail`, and
+// where its stream starts (the nonzero blocks before b0, and the input channel the pointer is then at).
+struct RowRange {
+    int64_t b0, b1;
+    bool tail;
+    int64_t nz, chan;
+};
+
+static RowRange row_range(int64_t nbr, int parts, int part, const int32_t* counts, const int32_t* incs) {
+    RowRange r{nbr * part / parts, nbr * (part + 1) / parts, part == parts - 1, 0, 0};
+    for (int64_t i = 0; i < r.b0; i++) r.nz += counts[i];
+    for (int64_t j = 0; j <= r.nz; j++) r.chan += incs[j];  // incs[0]: the first nonzero's channel
+    return r;
 }
 
 // P: the output row stride here; pf_stride: the input row stride of the prefetched next tile.
 template <int NB, int TV, int LDX>
-static void spmm_tile(int64_t M, int64_t P, int64_t npix, const int32_t* counts, const int32_t* incs,
-                      const float* values, const float* bias, const float* x, int64_t ldx, float* y, Act act,
-                      const float* pf, int64_t K, int64_t pf_stride) {
-    Stream s{ldx, x + incs[0] * ldx, incs + 1, values, counts, pf, pf ? K : 0, (K + M / NB) / (M / NB + 1),
-             pf_stride, TV * VW};
+static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, const int32_t* counts,
+                      const int32_t* incs, const float* values, const float* bias, const float* x, int64_t ldx,
+                      const float* res, float* y, Act act, const float* pf, int64_t K, int64_t pf_stride) {
+    const int64_t nbr = r.b1 - r.b0, ntail = r.tail ? M % NB : 0, row0 = r.b0 * NB, trow0 = M / NB * NB;
+    const int64_t nrows = nbr + ntail;
+    Stream s{ldx, x + r.chan * ldx, incs + 1 + r.nz, values + r.nz * NB, counts + r.b0, pf, pf ? K : 0,
+             (K + nrows) / (nrows + 1), pf_stride, TV * VW};
     bool clamp = act.lo != -kInf || act.hi != kInf;
-    int64_t nbr = M / NB;
     if (LDX) {  // a copied tile, zero-padded past npix
-        block_rows<NB, TV, LDX>(nbr, 0, P, s, bias, y, act, clamp, npix);
-        block_rows<1, TV, LDX>(M % NB, nbr * NB, P, s, bias, y, act, clamp, npix);
+        block_rows<NB, TV, LDX>(nbr, row0, P, s, bias, res, y, act, clamp, npix);
+        block_rows<1, TV, LDX>(ntail, trow0, P, s, bias, res, y, act, clamp, npix);
     } else if (npix == TV * VW) {
-        block_rows<NB, TV, LDX>(nbr, 0, P, s, bias, y, act, clamp);
-        block_rows<1, TV, LDX>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+        block_rows<NB, TV, LDX>(nbr, row0, P, s, bias, res, y, act, clamp);
+        block_rows<1, TV, LDX>(ntail, trow0, P, s, bias, res, y, act, clamp);
     } else if (npix == VW) {
-        block_rows<NB, 1, LDX>(nbr, 0, P, s, bias, y, act, clamp);
-        block_rows<1, 1, LDX>(M % NB, nbr * NB, P, s, bias, y, act, clamp);
+        block_rows<NB, 1, LDX>(nbr, row0, P, s, bias, res, y, act, clamp);
+        block_rows<1, 1, LDX>(ntail, trow0, P, s, bias, res, y, act, clamp);
     } else {
-        tail_rows(NB, nbr, 0, P, npix, s, bias, y, act);
-        tail_rows(1, M % NB, nbr * NB, P, npix, s, bias, y, act);
+        tail_rows(NB, nbr, row0, P, npix, s, bias, res, y, act);
+        tail_rows(1, ntail, trow0, P, npix, s, bias, res, y, act);
     }
 }
 
@@ -175,46 +198,59 @@ constexpr int64_t SPMM_KMAX = 512;
 template <int NB, int TV>
 static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                     const float* values, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
-                    Act act) {
+                    Act act, const float* res) {
     constexpr int64_t T = TV * VW;
     const bool copy = K <= SPMM_KMAX;
     int64_t full = P / T;
     // in place (K > SPMM_KMAX), the pieces after the full tiles: one-vector tiles, then fewer than VW pixels
     int64_t rest = P - full * T, vecs = copy ? 0 : rest / VW, tail = copy ? rest : rest % VW;
     int64_t units = full + vecs + (tail ? 1 : 0);
-    parallel_for(pool, units, [&](int64_t b, int64_t e, int) {
+    // Workers split the pixel tiles (bands), or the output rows (channels) where the layer widens on a
+    // plane too small for bands, as the depthwise layer after an expand then splits its channels (see
+    // split_in_bands), or where there are too few tiles to share. Split by rows, every worker copies
+    // every tile: little work when K is small.
+    const int workers = pool_size(pool);
+    const bool by_rows = workers > 1 && M / NB >= workers &&
+                         ((M >= K && !split_in_bands(P, workers)) || units < 2 * workers);
+    const int64_t row_parts = by_rows ? workers : 1;
+    parallel_for(pool, by_rows ? row_parts : units, [&](int64_t pb, int64_t pe, int) {
         alignas(64) float tile[SPMM_KMAX * T];
-        for (int64_t u = b; u < e; u++) {
-            int64_t off, npix;
-            if (u < full) {
-                off = u * T;
-                npix = T;
-            } else if (u < full + vecs) {
-                off = full * T + (u - full) * VW;
-                npix = VW;
-            } else {
-                off = full * T + vecs * VW;
-                npix = tail;
-            }
-            if (!copy) {
-                spmm_tile<NB, TV, 0>(M, ldy, npix, counts, incs, values, bias, x + off, ldx, y + off, act, nullptr, 0,
-                                     0);
-                continue;
-            }
-            const float* src = x + off;
-            if (npix == T) {
-                for (int64_t k = 0; k < K; k++) {
-                    GPRT_UNROLL
-                    for (int t = 0; t < TV; t++) vstore(tile + k * T + t * VW, vload(src + k * ldx + t * VW));
+        const int64_t p0 = by_rows ? pb : 0, p1 = by_rows ? pe : 1;
+        for (int64_t part = p0; part < p1; part++) {
+            RowRange rows = row_range(M / NB, (int)row_parts, (int)part, counts, incs);
+            for (int64_t u = by_rows ? 0 : pb; u < (by_rows ? units : pe); u++) {
+                int64_t off, npix;
+                if (u < full) {
+                    off = u * T;
+                    npix = T;
+                } else if (u < full + vecs) {
+                    off = full * T + (u - full) * VW;
+                    npix = VW;
+                } else {
+                    off = full * T + vecs * VW;
+                    npix = tail;
                 }
-            } else {
-                for (int64_t k = 0; k < K; k++) {
-                    std::memcpy(tile + k * T, src + k * ldx, sizeof(float) * npix);
-                    std::fill(tile + k * T + npix, tile + (k + 1) * T, 0.f);
+                if (!copy) {
+                    spmm_tile<NB, TV, 0>(rows, M, ldy, npix, counts, incs, values, bias, x + off, ldx,
+                                         res ? res + off : nullptr, y + off, act, nullptr, 0, 0);
+                    continue;
                 }
+                const float* src = x + off;
+                if (npix == T) {
+                    for (int64_t k = 0; k < K; k++) {
+                        GPRT_UNROLL
+                        for (int t = 0; t < TV; t++) vstore(tile + k * T + t * VW, vload(src + k * ldx + t * VW));
+                    }
+                } else {
+                    for (int64_t k = 0; k < K; k++) {
+                        std::memcpy(tile + k * T, src + k * ldx, sizeof(float) * npix);
+                        std::fill(tile + k * T + npix, tile + (k + 1) * T, 0.f);
+                    }
+                }
+                const float* next = u + 1 < full ? src + T : nullptr;
+                spmm_tile<NB, TV, T>(rows, M, ldy, npix, counts, incs, values, bias, tile, T, res ? res + off : nullptr,
+                                     y + off, act, next, K, ldx);
             }
-            const float* next = u + 1 < full ? src + T : nullptr;
-            spmm_tile<NB, TV, T>(M, ldy, npix, counts, incs, values, bias, tile, T, y + off, act, next, K, ldx);
         }
     });
 }
@@ -222,25 +258,25 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
 template <int NB>
 static void spmm_nb(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                     const float* values, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
-                    Act act) {
-    spmm_tv<NB, block_tv(NB)>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act);
+                    Act act, const float* res) {
+    spmm_tv<NB, block_tv(NB)>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act, res);
 }
 
 void spmm_block_strided(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts,
                         const int32_t* incs, const float* values, const float* bias, const float* x, int64_t ldx,
-                        float* y, int64_t ldy, Act act) {
+                        float* y, int64_t ldy, Act act, const float* res) {
     switch (nb) {
-        case 1: spmm_nb<1>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
-        case 2: spmm_nb<2>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
-        case 4: spmm_nb<4>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
-        case 8: spmm_nb<8>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act); break;
+        case 1: spmm_nb<1>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act, res); break;
+        case 2: spmm_nb<2>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act, res); break;
+        case 4: spmm_nb<4>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act, res); break;
+        case 8: spmm_nb<8>(pool, M, K, P, counts, incs, values, bias, x, ldx, y, ldy, act, res); break;
         default: __builtin_trap();  // the code generator only emits 1, 2, 4 and 8
     }
 }
 
 void spmm_block(Pool* pool, int nb, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
-                const float* values, const float* bias, const float* x, float* y, Act act) {
-    spmm_block_strided(pool, nb, M, K, P, counts, incs, values, bias, x, P, y, P, act);
+                const float* values, const float* bias, const float* x, float* y, Act act, const float* res) {
+    spmm_block_strided(pool, nb, M, K, P, counts, incs, values, bias, x, P, y, P, act, res);
 }
 
 // ---- N:M ----
@@ -255,8 +291,8 @@ constexpr int64_t NM_KC = 256;
 
 template <int TV, int N, int M, int R>
 static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* values, const uint8_t* idx,
-                     int64_t per_row, const float* bias, const float* x, float* y, Act act, bool first, bool last,
-                     bool clamp) {
+                     int64_t per_row, const float* bias, const float* res, const float* x, float* y, Act act,
+                     bool first, bool last, bool clamp) {
     vf acc[R][TV];
     const float* w[R];
     const uint8_t* ix[R];
@@ -264,7 +300,8 @@ static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* 
     for (int r = 0; r < R; r++) {
         vf b = vbcast(bias ? bias[o + r] : 0.f);
         GPRT_UNROLL
-        for (int t = 0; t < TV; t++) acc[r][t] = first ? b : vload(y + (o + r) * P + t * VW);
+        for (int t = 0; t < TV; t++)
+            acc[r][t] = !first ? vload(y + (o + r) * P + t * VW) : res ? b + vload(res + (o + r) * P + t * VW) : b;
         w[r] = values + (o + r) * per_row;
         ix[r] = idx + (o + r) * per_row;
     }
@@ -291,7 +328,7 @@ static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* 
 
 template <int TV, int N, int M>
 static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const float* values, const uint8_t* idx,
-                    const float* bias, const float* x, float* y, Act act) {
+                    const float* bias, const float* res, const float* x, float* y, Act act) {
     constexpr int R = TV >= 8 ? 1 : 8 / TV;  // R * TV = 8 accumulators at least
     constexpr int64_t T = TV * VW;
     const bool clamp = act.lo != -kInf || act.hi != kInf;
@@ -306,9 +343,9 @@ static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const floa
             bool first = k0 == 0, last = k0 + kc == K;
             int64_t o = 0;
             for (; o + R <= rows; o += R)
-                nm_block<TV, N, M, R>(o, kc, T, P, v, ix, per_row, bias, tile, y, act, first, last, clamp);
+                nm_block<TV, N, M, R>(o, kc, T, P, v, ix, per_row, bias, res, tile, y, act, first, last, clamp);
             for (; o < rows; o++)
-                nm_block<TV, N, M, 1>(o, kc, T, P, v, ix, per_row, bias, tile, y, act, first, last, clamp);
+                nm_block<TV, N, M, 1>(o, kc, T, P, v, ix, per_row, bias, res, tile, y, act, first, last, clamp);
         }
         return;
     }
@@ -316,7 +353,7 @@ static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const floa
         const float* w = values + o * per_row;
         const uint8_t* ix = idx + o * per_row;
         for (int64_t t = 0; t < npix; t++) {
-            float acc = bias ? bias[o] : 0.f;
+            float acc = (bias ? bias[o] : 0.f) + (res ? res[o * P + t] : 0.f);
             for (int64_t g = 0, q = 0; g < K; g += M)
                 for (int j = 0; j < N; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
             y[o * P + t] = std::min(std::max(acc, act.lo), act.hi);
@@ -326,23 +363,23 @@ static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const floa
 
 template <int N, int M>
 static void spmm_nm_t(Pool* pool, int64_t rows, int64_t K, int64_t P, const float* values, const uint8_t* idx,
-                      const float* bias, const float* x, float* y, Act act) {
+                      const float* bias, const float* x, float* y, Act act, const float* res) {
     constexpr int TV = VW == 16 ? 2 : csr_tv();
     constexpr int64_t T = TV * VW;
     int64_t full = P / T, rest = P - full * T;
     parallel_for(pool, full + (rest ? 1 : 0), [&](int64_t b, int64_t e, int) {
         for (int64_t u = b; u < e; u++) {
             int64_t off = u * T, npix = u < full ? T : rest;
-            nm_rows<TV, N, M>(rows, K, P, npix, values, idx, bias, x + off, y + off, act);
+            nm_rows<TV, N, M>(rows, K, P, npix, values, idx, bias, res ? res + off : nullptr, x + off, y + off, act);
         }
     });
 }
 
 void spmm_nm(Pool* pool, int n, int m, int64_t M, int64_t K, int64_t P, const float* values, const uint8_t* idx,
-             const float* bias, const float* x, float* y, Act act) {
-    if (n == 2 && m == 4) return spmm_nm_t<2, 4>(pool, M, K, P, values, idx, bias, x, y, act);
-    if (n == 1 && m == 4) return spmm_nm_t<1, 4>(pool, M, K, P, values, idx, bias, x, y, act);
-    if (n == 4 && m == 8) return spmm_nm_t<4, 8>(pool, M, K, P, values, idx, bias, x, y, act);
+             const float* bias, const float* x, float* y, Act act, const float* res) {
+    if (n == 2 && m == 4) return spmm_nm_t<2, 4>(pool, M, K, P, values, idx, bias, x, y, act, res);
+    if (n == 1 && m == 4) return spmm_nm_t<1, 4>(pool, M, K, P, values, idx, bias, x, y, act, res);
+    if (n == 4 && m == 8) return spmm_nm_t<4, 8>(pool, M, K, P, values, idx, bias, x, y, act, res);
     __builtin_trap();  // unreachable: the code generator emits only 2:4 (packing.FORMATS)
 }
 
