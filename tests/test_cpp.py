@@ -310,7 +310,7 @@ def test_fused_auto_only_where_tensors_spill(tmp_path):
 
 def split_model(kind: str) -> tuple[gp.Graph, list[np.ndarray]]:
     """An inverted-residual block unfused on a plane large enough for bands on two and three workers
-    (40 x 82, odd row counts after stride 2), and one on a small plane (11 x 19): the expand splits its
+    (97 x 130: 49 rows after stride 2), and one on a small plane (11 x 19): the expand splits its
     output rows there, the depthwise its channels. The projects add their residual as they store (a relu
     after the second add), batch 2; the 1x1 layers sparsified as `kind` (20 and 44 rows: leftover rows
     for 8x1 blocks)."""
@@ -329,7 +329,7 @@ def split_model(kind: str) -> tuple[gp.Graph, list[np.ndarray]]:
 
         def forward(self, x):
             x = x + self.p1(torch.relu(self.d1(torch.nn.functional.relu6(self.e1(x)))))
-            x = self.d2(x)  # 40 x 82 -> 20 x 41: stride 2 in bands
+            x = self.d2(x)  # 97 x 130 -> 49 x 65: stride 2 in bands
             y = torch.nn.functional.interpolate(x, size=(11, 19))
             return x, torch.relu(y + self.p3(self.d3(torch.relu(self.e3(y)))))
 
@@ -338,7 +338,7 @@ def split_model(kind: str) -> tuple[gp.Graph, list[np.ndarray]]:
     with torch.no_grad():
         for layer in (m.e1, m.p1, m.e3, m.p3):
             layer.weight.copy_(torch.from_numpy(sparsify(layer.weight.numpy(), kind, rng)))
-    x = torch.randn(2, 8, 40, 82)
+    x = torch.randn(2, 8, 97, 130)
     return gp.trace(m, (x,)), [x.numpy()]
 
 

@@ -479,10 +479,8 @@ class Lowering:
             folded = self.residual(node, out) if actnode is None else None
             if folded is not None:
                 res, add, act, actnode, out = folded
-            lines = self.sparse_lines(
-                node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act,
-                self.ptr(res) if res is not None else None,
-            )
+            r = self.ptr(res) if res is not None else None
+            lines = self.sparse_lines(node, wd.reshape(oc, c), h * wi, n, self.ptr(x), self.ptr(out), b, act, r)
             if lines is not None:
                 self.fused.update(id(m) for m in (add, actnode) if m is not None)
                 self.emit(node, lines, [x] + ([res] if res is not None else []), [out])
@@ -508,8 +506,7 @@ class Lowering:
         return packing.force(w2, self.o.sparse)
 
     def sparse_lines(
-        self, node: Node, w2: np.ndarray, pixels: int, batch: int, x: str, y: str, bias: str, act: str,
-        res: str | None = None,
+        self, node: Node, w2: np.ndarray, pixels: int, batch: int, x: str, y: str, bias: str, act: str, res=None
     ) -> list[str] | None:
         """The kernel calls of a sparse 1x1 layer (Y[b] = act(W X[b] + bias [+ res[b]]) over `pixels`
         columns), or None when the break-even table (or the forced format) keeps it dense."""
