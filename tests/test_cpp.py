@@ -353,6 +353,22 @@ def test_thread_splits_and_folded_residuals_host(kind, threads, tmp_path):
     assert "B_ADD" not in src and src.count("gprt::spmm_") == 8  # two calls per layer (batch 2)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_fused_bands_share_evenly_over_threads(threads, monkeypatch):
+    """A fused chain's bands come in a multiple of the default thread count (as many for every worker)."""
+    import re
+
+    monkeypatch.setattr(codegen, "BAND_BYTES", 6000)
+    files, _ = cpp.generate_files(fused_model()[0], threads=threads, fuse="on")
+    pattern = rb"FusedShape kD\d+ = \{\{([\d, ]+)\}, \{[\d, ]+\}, \{[\d, ]+\}, (\d+)\}"
+    shapes = re.findall(pattern, files["model.cpp"])
+    assert len(shapes) == 3
+    for conv, band in shapes:
+        oh = int(conv.split(b",")[5])
+        bands = -(-oh // int(band))
+        assert bands % threads == 0 or bands == oh, (oh, band)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["aarch64", "wasm32"])
 def test_fused_chains_cross(target, tmp_path, monkeypatch):

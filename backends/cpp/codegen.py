@@ -395,7 +395,11 @@ class Lowering:
         # rows of a band: the expanded input rows its window reads and its depthwise rows, under band_bytes
         per_row = c * (a.stride[0] * wi + ow) * 4
         band = max(1, min(oh, BAND_BYTES // per_row))
-        band = -(-oh // -(-oh // band))  # the same rows in every band
+        # the same rows in every band, and as many bands for each of the default threads (7 bands on
+        # two threads would leave one idle for a seventh of the layer)
+        bands = -(-oh // band)
+        bands = min(oh, -(-bands // self.o.threads) * self.o.threads)
+        band = -(-oh // bands)
         shape = self.decl("gprt::FusedShape", f"{{{{{_ints(conv)}}}, {e_args[0]}, {p_args[0]}, {band}}}")
         self.ws.append(f"gprt::fused_workspace({shape}, threads)")
         dwd = self.value_const(dw.inputs[1], dw, "weight").astype(np.float32)
