@@ -42,10 +42,9 @@ static inline void prefetch_next(Stream& s) {
 // U independent accumulator sets take alternate nonzero blocks: an FMA's latency (4 cycles, 2 per
 // cycle) needs 8 independent chains, and NB * TV alone gives fewer for plain CSR.
 // nvalid: the tile's pixels that exist (the last tile of a layer is zero-padded; only those are stored).
-// res: the residual added before the activation (rows P apart like y), or null.
 template <int NB, int TV, int LDX>
-static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const float* bias, const float* res,
-                       float* y, Act act, bool clamp, int64_t nvalid = TV * VW) {
+static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const float* bias, float* y, Act act,
+                       bool clamp, int64_t nvalid = TV * VW) {
     const int64_t ldx = LDX ? LDX : s.ldx;  // compile-time in the copied tile: a shift, not a multiply
     constexpr int U = NB * TV >= 8 ? 1 : (NB * TV >= 4 ? 2 : 4);
     for (int64_t r = 0; r < nrows; r++) {
@@ -107,16 +106,13 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
                 vf a = acc[0][i][t];
                 GPRT_UNROLL
                 for (int u = 1; u < U; u++) a += acc[u][i][t];
-                const int64_t at = (row + i) * P + t * VW;
+                if (clamp) a = vclamp(a, act.lo, act.hi);
                 if ((t + 1) * VW <= nvalid) {
-                    if (res) a += vload(res + at);
-                    vstore(y + at, clamp ? vclamp(a, act.lo, act.hi) : a);
+                    vstore(y + (row + i) * P + t * VW, a);
                 } else if (t * VW < nvalid) {
-                    float part[VW] = {};
-                    if (res) std::memcpy(part, res + at, sizeof(float) * (nvalid - t * VW));
-                    a += vload(part);
-                    vstore(part, clamp ? vclamp(a, act.lo, act.hi) : a);
-                    std::memcpy(y + at, part, sizeof(float) * (nvalid - t * VW));
+                    float part[VW];
+                    vstore(part, a);
+                    std::memcpy(y + (row + i) * P + t * VW, part, sizeof(float) * (nvalid - t * VW));
                 }
             }
         }
@@ -125,7 +121,7 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
 
 // Fewer than VW pixels left: the same walk, one pixel at a time.
 static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t npix, Stream& s, const float* bias,
-                      const float* res, float* y, Act act) {
+                      float* y, Act act) {
     for (int64_t r = 0; r < nrows; r++) {
         int64_t row = row0 + r * nb;
         float acc[8][VW];
@@ -139,10 +135,7 @@ static void tail_rows(int nb, int64_t nrows, int64_t row0, int64_t P, int64_t np
             s.w += nb;
         }
         for (int i = 0; i < nb; i++)
-            for (int64_t t = 0; t < npix; t++) {
-                float v = acc[i][t] + (res ? res[(row + i) * P + t] : 0.f);
-                y[(row + i) * P + t] = std::min(std::max(v, act.lo), act.hi);
-            }
+            for (int64_t t = 0; t < npix; t++) y[(row + i) * P + t] = std::min(std::max(acc[i][t], act.lo), act.hi);
     }
 }
 
@@ -161,7 +154,20 @@ static RowRange row_range(int64_t nbr, int parts, int part, const int32_t* count
     return r;
 }
 
-// P: the output row stride here; pf_stride: the input row stride of the prefetched next tile.
+// y[rows, 0:npix] = act(y + res): the residual of a tile, added once its rows are computed (in the
+// kernels' epilogue it grew every variant by a quarter).
+[[gnu::noinline]] static void add_residual(int64_t row0, int64_t nrows, int64_t P, int64_t npix, const float* res, float* y, Act act) {
+    for (int64_t r = row0; r < row0 + nrows; r++) {
+        float* yr = y + r * P;
+        const float* rr = res + r * P;
+        int64_t t = 0;
+        for (; t + VW <= npix; t += VW) vstore(yr + t, vclamp(vload(yr + t) + vload(rr + t), act.lo, act.hi));
+        for (; t < npix; t++) yr[t] = std::min(std::max(yr[t] + rr[t], act.lo), act.hi);
+    }
+}
+
+// P: the output row stride here; pf_stride: the input row stride of the prefetched next tile. With a
+// residual the activation comes after it.
 template <int NB, int TV, int LDX>
 static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, const int32_t* counts,
                       const int32_t* incs, const float* values, const float* bias, const float* x, int64_t ldx,
@@ -170,19 +176,24 @@ static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, con
     const int64_t nrows = nbr + ntail;
     Stream s{ldx, x + r.chan * ldx, incs + 1 + r.nz, values + r.nz * NB, counts + r.b0, pf, pf ? K : 0,
              (K + nrows) / (nrows + 1), pf_stride, TV * VW};
-    bool clamp = act.lo != -kInf || act.hi != kInf;
+    const Act kernel_act = res ? kNoAct : act;
+    const bool clamp = kernel_act.lo != -kInf || kernel_act.hi != kInf;
     if (LDX) {  // a copied tile, zero-padded past npix
-        block_rows<NB, TV, LDX>(nbr, row0, P, s, bias, res, y, act, clamp, npix);
-        block_rows<1, TV, LDX>(ntail, trow0, P, s, bias, res, y, act, clamp, npix);
+        block_rows<NB, TV, LDX>(nbr, row0, P, s, bias, y, kernel_act, clamp, npix);
+        block_rows<1, TV, LDX>(ntail, trow0, P, s, bias, y, kernel_act, clamp, npix);
     } else if (npix == TV * VW) {
-        block_rows<NB, TV, LDX>(nbr, row0, P, s, bias, res, y, act, clamp);
-        block_rows<1, TV, LDX>(ntail, trow0, P, s, bias, res, y, act, clamp);
+        block_rows<NB, TV, LDX>(nbr, row0, P, s, bias, y, kernel_act, clamp);
+        block_rows<1, TV, LDX>(ntail, trow0, P, s, bias, y, kernel_act, clamp);
     } else if (npix == VW) {
-        block_rows<NB, 1, LDX>(nbr, row0, P, s, bias, res, y, act, clamp);
-        block_rows<1, 1, LDX>(ntail, trow0, P, s, bias, res, y, act, clamp);
+        block_rows<NB, 1, LDX>(nbr, row0, P, s, bias, y, kernel_act, clamp);
+        block_rows<1, 1, LDX>(ntail, trow0, P, s, bias, y, kernel_act, clamp);
     } else {
-        tail_rows(NB, nbr, row0, P, npix, s, bias, res, y, act);
-        tail_rows(1, ntail, trow0, P, npix, s, bias, res, y, act);
+        tail_rows(NB, nbr, row0, P, npix, s, bias, y, kernel_act);
+        tail_rows(1, ntail, trow0, P, npix, s, bias, y, kernel_act);
+    }
+    if (res) {
+        add_residual(row0, nbr * NB, P, npix, res, y, act);
+        add_residual(trow0, ntail, P, npix, res, y, act);
     }
 }
 
