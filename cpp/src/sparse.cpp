@@ -216,13 +216,14 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
     // in place (K > SPMM_KMAX), the pieces after the full tiles: one-vector tiles, then fewer than VW pixels
     int64_t rest = P - full * T, vecs = copy ? 0 : rest / VW, tail = copy ? rest : rest % VW;
     int64_t units = full + vecs + (tail ? 1 : 0);
-    // Workers split the pixel tiles (bands), or the output rows (channels) where the layer widens on a
-    // plane too small for bands, as the depthwise layer after an expand then splits its channels (see
-    // split_in_bands), or where there are too few tiles to share. Split by rows, every worker copies
-    // every tile: little work when K is small.
+    // Workers split the pixel tiles (bands), or the output rows (channels) where the layer expands (at
+    // least twice as many outputs as inputs) on a plane too small for bands, as the depthwise layer after
+    // an expand then splits its channels (see split_in_bands), or where there are too few tiles to share.
+    // Split by rows, every worker copies every tile: little work when K is small (a 256 x 256 layer split
+    // by rows took 0.84 ms on two threads, by tiles 0.66).
     const int workers = pool_size(pool);
     const bool by_rows = workers > 1 && M / NB >= workers &&
-                         ((M >= K && !split_in_bands(P, workers)) || units < 2 * workers);
+                         ((M >= 2 * K && !split_in_bands(P, workers)) || units < 2 * workers);
     const int64_t row_parts = by_rows ? workers : 1;
     parallel_for(pool, by_rows ? row_parts : units, [&](int64_t pb, int64_t pe, int) {
         alignas(64) float tile[SPMM_KMAX * T];
