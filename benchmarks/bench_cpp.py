@@ -434,6 +434,28 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   hand out work back to back, and a condition-variable wake per layer had made two threads slower than
   one on the whole model (pruned MobileNetV2 on dense kernels: 2.50 ms before, 2.00 ms after, one thread
   2.69 ms). The second core is shared with other jobs, so 2-thread figures swing more than 1-thread ones.
+  onnxruntime runs with its default spinning workers too (with spinning off its 2-thread time of the
+  whole model was 1.71 against 1.54 ms; earlier runs of this script had it off).
+- Two threads, where the data lives: each core has its own L2, so how the workers share a layer decides
+  which core holds its output. A per-layer profile of the sparse MobileNetV2 on two threads (an
+  instrumented model.cpp, per-layer minima of 1000 runs) showed most layers below 28 x 28 no faster than
+  on one: an expand split by pixel tiles fed a depthwise layer split by channels, so half of every
+  expanded tensor crossed between the cores, twice per block. Now (gprt::split_in_bands) a plane is
+  shared in bands of rows once each worker's part is 16 KB or more (the 112 x 112 layers and the fused
+  chains' bands), else by channels: an expand (at least twice as many outputs as inputs) on a smaller
+  plane splits its output rows and the depthwise layer after it its channels, so each reads what its own
+  core wrote; projects split pixel tiles. Bands on every plane were worse (a 96 x 28 x 28 depthwise layer
+  21 us in bands against 11 us in channels: runs shorter than a page restart the prefetchers at every
+  plane). With it: a sparse 1x1 layer adds the residual that follows it per tile (the nine adds had taken
+  2 to 4 us each on two threads, reading both operands from the other core), fused chains get as many
+  bands for every default thread (the 112 x 112 chain: 7 -> 8 bands, 90 -> 84 us), and buffers of 1 MB
+  or more sit on 2 MB pages (0.79 -> 0.76 ms). The default build on two threads went from 1.01-1.04 to
+  0.78-0.80 ms in interleaved comparisons (one thread unchanged, 1.16 ms). Tried and dropped: the
+  expand computing a few channels at a time for the depthwise layer to read from L1 (each group walks
+  every pixel tile again: the two fused chains 141 -> 263 and 108 -> 223 us on one thread), an arena
+  without reuse (8.6 MB instead of 1.6, same time), four pixels per step in the channels-last depthwise
+  kernel and two vectors per step in the flat one (no change: the first is bound by its scalar
+  transposes, the second by its unaligned loads, about 13 cycles per output vector).
 - Dense: the gprt GEMM (8x3 AVX-512 register tile, packed panels) runs at OpenBLAS and onnxruntime speed
   here, so no library stands behind the kernel interface.
 - 2:4: four output rows at a time over the 32-pixel tile (8 independent accumulators); each kept weight
