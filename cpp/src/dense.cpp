@@ -671,8 +671,9 @@ static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const fl
 // past OW, when W is even; from a zero-padded copy of the row's end when W is odd (column W is padding)
 // or where the read would run past the channel's last row (past it may lie the end of the buffer; rows
 // narrower than two vectors read into the rows after the next). A whole output vector is stored unless
-// it would run past the last row being computed (the channel's, or a worker's band's). Replaces the even/odd split of the whole channel
-// (fill_split), which moved every input float once more and took two thirds of the time of the
+// it would run past the last row being computed (the channel's, or a worker's band's). Replaces the
+// even/odd split of the whole channel (fill_split), which moved every input float once more and took
+// two thirds of the time of the
 // 48 x 112 x 112 layer; on rows narrower than a vector (28 x 28 -> 14 x 14) it replaced the padded plane
 // and its grid (35 -> 13 us on 192 channels).
 static bool dw_s2_direct(const ConvShape& s) {

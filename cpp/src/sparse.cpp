@@ -156,7 +156,8 @@ static RowRange row_range(int64_t nbr, int parts, int part, const int32_t* count
 
 // y[rows, 0:npix] = act(y + res): the residual of a tile, added once its rows are computed (in the
 // kernels' epilogue it grew every variant by a quarter).
-[[gnu::noinline]] static void add_residual(int64_t row0, int64_t nrows, int64_t P, int64_t npix, const float* res, float* y, Act act) {
+[[gnu::noinline]] static void add_residual(int64_t row0, int64_t nrows, int64_t P, int64_t npix, const float* res,
+                                           float* y, Act act) {
     for (int64_t r = row0; r < row0 + nrows; r++) {
         float* yr = y + r * P;
         const float* rr = res + r * P;
@@ -224,12 +225,13 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
     const int workers = pool_size(pool);
     const bool by_rows = workers > 1 && M / NB >= workers &&
                          ((M >= 2 * K && !split_in_bands(P, workers)) || units < 2 * workers);
-    const int64_t row_parts = by_rows ? workers : 1;
-    parallel_for(pool, by_rows ? row_parts : units, [&](int64_t pb, int64_t pe, int) {
+    const int parts = by_rows ? workers : 1;
+    parallel_for(pool, by_rows ? parts : units, [&](int64_t pb, int64_t pe, int) {
         alignas(64) float tile[SPMM_KMAX * T];
+        // by rows: parts [pb, pe) of the rows over every tile; else all the rows over tiles [pb, pe)
         const int64_t p0 = by_rows ? pb : 0, p1 = by_rows ? pe : 1;
         for (int64_t part = p0; part < p1; part++) {
-            RowRange rows = row_range(M / NB, (int)row_parts, (int)part, counts, incs);
+            const RowRange rows = row_range(M / NB, parts, (int)part, counts, incs);
             for (int64_t u = by_rows ? 0 : pb; u < (by_rows ? units : pe); u++) {
                 int64_t off, npix;
                 if (u < full) {

@@ -23,13 +23,13 @@ inline void parallel_for(Pool* pool, int64_t n, F&& f) {
                      (void*)&f);
 }
 
-// How workers share a layer whose output planes have `pixels` pixels: bands of rows (pixel ranges) of
-// every plane, or whole channels. Bands once each worker's share of a plane is 16 KB or more: shorter
-// runs restart the hardware prefetchers at every plane (on two threads, a 28 x 28 depthwise layer took
-// 21 us in bands against 11 us in channels, MobileNetV2's 56 x 56 stride-2 one 32 against 16 us; its
-// 16 x 112 x 112 one 25 against 27). The layers that hand a tensor on split it the same way, so each
-// worker reads what its own core wrote: a tensor written in bands and read in channels (or the
-// reverse) moves half its bytes between the cores.
+// How workers share a layer whose planes (of the tensor it reads or writes) have `pixels` pixels: bands
+// of rows (pixel ranges) of every plane, or whole channels. Bands once each worker's share of a plane is
+// 16 KB or more: shorter runs restart the hardware prefetchers at every plane (on two threads, a
+// 96 x 28 x 28 depthwise layer took 21 us in bands against 11 us in channels, MobileNetV2's 56 x 56
+// stride-2 one 32 against 16 us, and its 16 x 112 x 112 one 25 us in bands against 27). The layers that
+// hand a tensor on split it the same way, so each worker reads what its own core wrote: a tensor written
+// in bands and read in channels (or the reverse) moves half its bytes between the cores.
 inline bool split_in_bands(int64_t pixels, int workers) {
     return workers > 1 && pixels * (int64_t)sizeof(float) >= 16384 * (int64_t)workers;
 }
