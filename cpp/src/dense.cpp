@@ -894,12 +894,20 @@ static void dw_block_channels_last(const ConvShape& s, const DwTile& t, const fl
     const int64_t HW = s.H * s.W, P = s.OH * s.OW, KK = s.KH * s.KW;
     float* out = tile + t.Hp * t.Wp * VW;
     std::fill(tile, tile + t.Hp * t.Wp * VW, 0.f);
-    for (int64_t h = 0; h < s.H; h++)
-        for (int64_t wi = 0; wi < s.W; wi++) {
-            float* d = tile + ((h + s.PH) * t.Wp + wi + s.PW) * VW;
-            const float* src = x + h * s.W + wi;
-            for (int c = 0; c < VW; c++) d[c] = src[c * HW];
-        }
+    // VW pixels of the VW channels at a time through a register transpose, the last few one by one;
+    // pixel p = h * W + w goes to the tile at (h + PH, w + PW)
+    int64_t p = 0, h = 0, w0 = 0;
+    auto next = [&]() {
+        if (++w0 == s.W) w0 = 0, h++;
+    };
+    for (; p + VW <= HW; p += VW) {
+        vf r[VW];
+        for (int c = 0; c < VW; c++) r[c] = vload(x + c * HW + p);
+        vtranspose(r);
+        for (int i = 0; i < VW; i++, next()) vstore(tile + ((h + s.PH) * t.Wp + w0 + s.PW) * VW, r[i]);
+    }
+    for (; p < HW; p++, next())
+        for (int c = 0; c < VW; c++) tile[((h + s.PH) * t.Wp + w0 + s.PW) * VW + c] = x[c * HW + p];
     vf wv[25];
     float lane[VW];
     for (int64_t k = 0; k < KK; k++) {
@@ -918,8 +926,15 @@ static void dw_block_channels_last(const ConvShape& s, const DwTile& t, const fl
             }
             vstore(out + (oh * s.OW + ow) * VW, clamp ? vclamp(acc, act.lo, act.hi) : acc);
         }
-    for (int c = 0; c < VW; c++)
-        for (int64_t q = 0; q < P; q++) y[c * P + q] = out[q * VW + c];
+    int64_t q = 0;
+    for (; q + VW <= P; q += VW) {
+        vf r[VW];
+        for (int i = 0; i < VW; i++) r[i] = vload(out + (q + i) * VW);
+        vtranspose(r);
+        for (int c = 0; c < VW; c++) vstore(y + c * P + q, r[c]);
+    }
+    for (; q < P; q++)
+        for (int c = 0; c < VW; c++) y[c * P + q] = out[q * VW + c];
 }
 
 // ---- a few input channels (the stem: RGB, 3x3, stride 2) ----
