@@ -457,9 +457,13 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   0.78-0.80 ms in interleaved comparisons (one thread unchanged, 1.16 ms). Tried and dropped: the
   expand computing a few channels at a time for the depthwise layer to read from L1 (each group walks
   every pixel tile again: the two fused chains 141 -> 263 and 108 -> 223 us on one thread), an arena
-  without reuse (8.6 MB instead of 1.6, same time), four pixels per step in the channels-last depthwise
-  kernel and two vectors per step in the flat one (no change: the first is bound by its scalar
-  transposes, the second by its unaligned loads, about 13 cycles per output vector).
+  without reuse (8.6 MB instead of 1.6, same time), two vectors per step in the flat depthwise kernel
+  (no change: its unaligned loads bound it, about 13 cycles per output vector).
+- The channels-last depthwise kernel of small images moves channels and pixels through VW x VW
+  transposes in registers (log2(VW) rounds of two-vector shuffles) instead of scalar copies, and finds
+  each pixel's place in its tile without a division: 288 x 14 x 14 stride 2, 24-27 -> 14.7 us. On 7 x 7
+  stride 1 it still does not beat the flat kernel (16-20 against 17 us for 480 channels), so the flat
+  kernel keeps those.
 - Dense: the gprt GEMM (8x3 AVX-512 register tile, packed panels) runs at OpenBLAS and onnxruntime speed
   here, so no library stands behind the kernel interface.
 - 2:4: four output rows at a time over the 32-pixel tile (8 independent accumulators); each kept weight
