@@ -673,9 +673,8 @@ static void dw_flat_run(Pool* pool, const ConvShape& s, const float* x, const fl
 // narrower than two vectors read into the rows after the next). A whole output vector is stored unless
 // it would run past the last row being computed (the channel's, or a worker's band's). Replaces the
 // even/odd split of the whole channel (fill_split), which moved every input float once more and took
-// two thirds of the time of the
-// 48 x 112 x 112 layer; on rows narrower than a vector (28 x 28 -> 14 x 14) it replaced the padded plane
-// and its grid (35 -> 13 us on 192 channels).
+// two thirds of the time of the 48 x 112 x 112 layer; on rows narrower than a vector (28 x 28 -> 14 x 14)
+// it replaced the padded plane and its grid (35 -> 13 us on 192 channels).
 static bool dw_s2_direct(const ConvShape& s) {
     return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 2 && s.SW == 2 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
            s.PH <= 1 && 2 * (s.OW - 1) + 1 <= s.W;
