@@ -477,7 +477,7 @@ class Lowering:
         b = self.const(bias) if bias is not None else "nullptr"
         pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and a.groups == 1 and (oh, ow) == (h, wi)
         if pointwise:
-            # a sparse 1x1 layer adds a residual as it stores (no pass of its own over both tensors)
+            # a sparse 1x1 layer adds the residual after it tile by tile (no pass of its own over both tensors)
             act, out, actnode = self.peek_act(node)
             res = add = None
             folded = self.residual(node, out) if actnode is None else None

@@ -680,7 +680,6 @@ static bool dw_s2_direct(const ConvShape& s) {
            s.PH <= 1 && 2 * (s.OW - 1) + 1 <= s.W;
 }
 
-
 // Output rows [oh0, oh1) only: workers may split a channel's rows (see conv2d).
 static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act,
                                  int64_t oh0, int64_t oh1) {
@@ -824,10 +823,19 @@ static void dw_s1_direct_channel(const ConvShape& s, const float* x, const float
     if (oh < oh1) dw_s1_rows<1>(s, x, wv, bias, y, oh, act, clamp);
 }
 
+// The kernels that read a channel in place and can compute any band of its rows.
+static bool dw_direct(const ConvShape& s) { return dw_s2_direct(s) || dw_s1_direct(s); }
+static void dw_direct_rows(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act,
+                           int64_t oh0, int64_t oh1) {
+    if (dw_s2_direct(s))
+        dw_s2_direct_channel(s, x, w, bias, y, act, oh0, oh1);
+    else
+        dw_s1_direct_channel(s, x, w, bias, y, act, oh0, oh1);
+}
+
 static void depthwise_channel(const ConvShape& s, const DwPlan& d, const float* x, const float* w, float bias,
                               float* y, Act act, float* plane, float* grid) {
-    if (dw_s2_direct(s)) return dw_s2_direct_channel(s, x, w, bias, y, act, 0, s.OH);
-    if (dw_s1_direct(s)) return dw_s1_direct_channel(s, x, w, bias, y, act, 0, s.OH);
+    if (dw_direct(s)) return dw_direct_rows(s, x, w, bias, y, act, 0, s.OH);
     if (dw_rowwise(s)) {
         if (s.SW == 2)
             fill_split(s, d, x, plane, plane + d.Hp * (d.Wp / 2));  // (and the slack the last vectors read)
@@ -1117,19 +1125,14 @@ void conv2d(Pool* pool, float* ws, const ConvShape& s, const float* x, const flo
     if (is_depthwise(s)) {
         if (dw_flat(s)) return dw_flat_run(pool, s, x, w, b, y, act, ws);
         const int workers = pool_size(pool);
-        if ((dw_s1_direct(s) || dw_s2_direct(s)) && split_in_bands(s.H * s.W, workers) && s.OH >= 4 * workers) {
+        if (dw_direct(s) && split_in_bands(s.H * s.W, workers) && s.OH >= 4 * workers) {
             // each worker takes a band of rows of every channel (see split_in_bands)
             parallel_for(pool, workers, [&](int64_t b0, int64_t e0, int) {
                 for (int64_t part = b0; part < e0; part++) {
                     int64_t oh0 = s.OH * part / workers, oh1 = s.OH * (part + 1) / workers;
                     for (int64_t nc = 0; nc < s.N * s.C; nc++) {
                         int64_t c = nc % s.C;
-                        const float* xc = x + nc * s.H * s.W;
-                        float bc = b ? b[c] : 0.f;
-                        if (dw_s2_direct(s))
-                            dw_s2_direct_channel(s, xc, w + c * 9, bc, y + nc * P, act, oh0, oh1);
-                        else
-                            dw_s1_direct_channel(s, xc, w + c * 9, bc, y + nc * P, act, oh0, oh1);
+                        dw_direct_rows(s, x + nc * s.H * s.W, w + c * 9, b ? b[c] : 0.f, y + nc * P, act, oh0, oh1);
                     }
                 }
             });

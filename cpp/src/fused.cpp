@@ -96,7 +96,6 @@ void fused_block(Pool* pool, float* ws, const FusedShape& s, const PointwiseWeig
     Pool* inner = bands ? nullptr : pool;
     const int64_t nb = num_bands(s), HW = d.H * d.W, OHW = d.OH * d.OW;
     const int64_t cin = s.expand.OC ? s.expand.C : d.C, cout = s.project.OC;
-    const bool clamp = res_act.lo != -kInf || res_act.hi != kInf;
     auto run = [&](int64_t unit, int worker) {
         const int64_t n = unit / nb;
         const Band r = band(s, unit % nb);
@@ -112,18 +111,7 @@ void fused_block(Pool* pool, float* ws, const FusedShape& s, const PointwiseWeig
         conv2d(inner, scratch, r.dw, ebuf, dw_w, dw_b, dbuf, dw_act);
         float* yb = y + n * cout * OHW + r.oh0 * d.OW;
         pointwise(inner, scratch, s.project, project, pout, dbuf, pout, yb, OHW);
-        if (!res) return;
-        const float* rb = res + n * cout * OHW + r.oh0 * d.OW;
-        for (int64_t c = 0; c < cout; c++) {
-            float* yc = yb + c * OHW;
-            const float* rc = rb + c * OHW;
-            int64_t i = 0;
-            for (; i + VW <= pout; i += VW) {
-                vf v = vload(yc + i) + vload(rc + i);
-                vstore(yc + i, clamp ? vclamp(v, res_act.lo, res_act.hi) : v);
-            }
-            for (; i < pout; i++) yc[i] = std::min(std::max(yc[i] + rc[i], res_act.lo), res_act.hi);
-        }
+        if (res) add_residual(cout, OHW, pout, res + n * cout * OHW + r.oh0 * d.OW, yb, res_act);
     };
     if (bands)
         parallel_for(pool, d.N * nb, [&](int64_t b0, int64_t e0, int worker) {

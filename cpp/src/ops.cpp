@@ -158,6 +158,16 @@ void prelu(int64_t N, int64_t C, int64_t inner, const float* x, const float* slo
         }
 }
 
+void add_residual(int64_t rows, int64_t ld, int64_t n, const float* res, float* y, Act act) {
+    for (int64_t r = 0; r < rows; r++) {
+        float* yr = y + r * ld;
+        const float* rr = res + r * ld;
+        int64_t t = 0;
+        for (; t + VW <= n; t += VW) vstore(yr + t, vclamp(vload(yr + t) + vload(rr + t), act.lo, act.hi));
+        for (; t < n; t++) yr[t] = std::min(std::max(yr[t] + rr[t], act.lo), act.hi);
+    }
+}
+
 // ---- data movement ----
 
 void copy_strided(int rank, const int64_t* shape, const int64_t* dst_strides, void* dst, const int64_t* src_strides,

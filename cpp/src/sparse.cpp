@@ -154,21 +154,9 @@ static RowRange row_range(int64_t nbr, int parts, int part, const int32_t* count
     return r;
 }
 
-// y[rows, 0:npix] = act(y + res): the residual of a tile, added once its rows are computed (in the
-// kernels' epilogue it grew every variant by a quarter).
-[[gnu::noinline]] static void add_residual(int64_t row0, int64_t nrows, int64_t P, int64_t npix, const float* res,
-                                           float* y, Act act) {
-    for (int64_t r = row0; r < row0 + nrows; r++) {
-        float* yr = y + r * P;
-        const float* rr = res + r * P;
-        int64_t t = 0;
-        for (; t + VW <= npix; t += VW) vstore(yr + t, vclamp(vload(yr + t) + vload(rr + t), act.lo, act.hi));
-        for (; t < npix; t++) yr[t] = std::min(std::max(yr[t] + rr[t], act.lo), act.hi);
-    }
-}
-
-// P: the output row stride here; pf_stride: the input row stride of the prefetched next tile. With a
-// residual the activation comes after it.
+// P: the output row stride here; pf_stride: the input row stride of the prefetched next tile. A
+// residual is added once the tile's rows are computed, then the activation (inside the kernels'
+// epilogue it grew every variant by a quarter).
 template <int NB, int TV, int LDX>
 static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, const int32_t* counts,
                       const int32_t* incs, const float* values, const float* bias, const float* x, int64_t ldx,
@@ -193,8 +181,8 @@ static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, con
         tail_rows(1, ntail, trow0, P, npix, s, bias, y, kernel_act);
     }
     if (res) {
-        add_residual(row0, nbr * NB, P, npix, res, y, act);
-        add_residual(trow0, ntail, P, npix, res, y, act);
+        add_residual(nbr * NB, P, npix, res + row0 * P, y + row0 * P, act);
+        add_residual(ntail, P, npix, res + trow0 * P, y + trow0 * P, act);
     }
 }
 
@@ -225,46 +213,48 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
     const int workers = pool_size(pool);
     const bool by_rows = workers > 1 && M / NB >= workers &&
                          ((M >= 2 * K && !split_in_bands(P, workers)) || units < 2 * workers);
-    const int parts = by_rows ? workers : 1;
-    parallel_for(pool, by_rows ? parts : units, [&](int64_t pb, int64_t pe, int) {
+    parallel_for(pool, by_rows ? workers : units, [&](int64_t pb, int64_t pe, int) {
         alignas(64) float tile[SPMM_KMAX * T];
-        // by rows: parts [pb, pe) of the rows over every tile; else all the rows over tiles [pb, pe)
-        const int64_t p0 = by_rows ? pb : 0, p1 = by_rows ? pe : 1;
-        for (int64_t part = p0; part < p1; part++) {
-            const RowRange rows = row_range(M / NB, parts, (int)part, counts, incs);
-            for (int64_t u = by_rows ? 0 : pb; u < (by_rows ? units : pe); u++) {
-                int64_t off, npix;
-                if (u < full) {
-                    off = u * T;
-                    npix = T;
-                } else if (u < full + vecs) {
-                    off = full * T + (u - full) * VW;
-                    npix = VW;
-                } else {
-                    off = full * T + vecs * VW;
-                    npix = tail;
-                }
-                if (!copy) {
-                    spmm_tile<NB, TV, 0>(rows, M, ldy, npix, counts, incs, values, bias, x + off, ldx,
-                                         res ? res + off : nullptr, y + off, act, nullptr, 0, 0);
-                    continue;
-                }
-                const float* src = x + off;
-                if (npix == T) {
-                    for (int64_t k = 0; k < K; k++) {
-                        GPRT_UNROLL
-                        for (int t = 0; t < TV; t++) vstore(tile + k * T + t * VW, vload(src + k * ldx + t * VW));
-                    }
-                } else {
-                    for (int64_t k = 0; k < K; k++) {
-                        std::memcpy(tile + k * T, src + k * ldx, sizeof(float) * npix);
-                        std::fill(tile + k * T + npix, tile + (k + 1) * T, 0.f);
-                    }
-                }
-                const float* next = u + 1 < full ? src + T : nullptr;
-                spmm_tile<NB, TV, T>(rows, M, ldy, npix, counts, incs, values, bias, tile, T, res ? res + off : nullptr,
-                                     y + off, act, next, K, ldx);
+        auto run = [&](const RowRange& rows, int64_t u) {  // tile u for the output rows `rows`
+            int64_t off, npix;
+            if (u < full) {
+                off = u * T;
+                npix = T;
+            } else if (u < full + vecs) {
+                off = full * T + (u - full) * VW;
+                npix = VW;
+            } else {
+                off = full * T + vecs * VW;
+                npix = tail;
             }
+            const float* r = res ? res + off : nullptr;
+            if (!copy) {
+                spmm_tile<NB, TV, 0>(rows, M, ldy, npix, counts, incs, values, bias, x + off, ldx, r, y + off, act,
+                                     nullptr, 0, 0);
+                return;
+            }
+            const float* src = x + off;
+            if (npix == T) {
+                for (int64_t k = 0; k < K; k++) {
+                    GPRT_UNROLL
+                    for (int t = 0; t < TV; t++) vstore(tile + k * T + t * VW, vload(src + k * ldx + t * VW));
+                }
+            } else {
+                for (int64_t k = 0; k < K; k++) {
+                    std::memcpy(tile + k * T, src + k * ldx, sizeof(float) * npix);
+                    std::fill(tile + k * T + npix, tile + (k + 1) * T, 0.f);
+                }
+            }
+            const float* next = u + 1 < full ? src + T : nullptr;
+            spmm_tile<NB, TV, T>(rows, M, ldy, npix, counts, incs, values, bias, tile, T, r, y + off, act, next, K,
+                                 ldx);
+        };
+        // by rows: row parts [pb, pe) over every tile; else every row over tiles [pb, pe) (one loop, so
+        // the kernels are inlined once)
+        const int64_t p0 = by_rows ? pb : 0, p1 = by_rows ? pe : 1, u0 = by_rows ? 0 : pb, u1 = by_rows ? units : pe;
+        for (int64_t part = p0; part < p1; part++) {
+            const RowRange rows = row_range(M / NB, by_rows ? workers : 1, (int)part, counts, incs);
+            for (int64_t u = u0; u < u1; u++) run(rows, u);
         }
     });
 }
@@ -305,8 +295,8 @@ constexpr int64_t NM_KC = 256;
 
 template <int TV, int N, int M, int R>
 static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* values, const uint8_t* idx,
-                     int64_t per_row, const float* bias, const float* res, const float* x, float* y, Act act,
-                     bool first, bool last, bool clamp) {
+                     int64_t per_row, const float* bias, const float* x, float* y, Act act, bool first, bool last,
+                     bool clamp) {
     vf acc[R][TV];
     const float* w[R];
     const uint8_t* ix[R];
@@ -315,7 +305,7 @@ static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* 
         vf b = vbcast(bias ? bias[o + r] : 0.f);
         GPRT_UNROLL
         for (int t = 0; t < TV; t++)
-            acc[r][t] = !first ? vload(y + (o + r) * P + t * VW) : res ? b + vload(res + (o + r) * P + t * VW) : b;
+            acc[r][t] = first ? b : vload(y + (o + r) * P + t * VW);
         w[r] = values + (o + r) * per_row;
         ix[r] = idx + (o + r) * per_row;
     }
@@ -340,11 +330,29 @@ static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* 
     }
 }
 
+template <int N, int M>
+static void nm_rows_scalar(int64_t rows, int64_t K, int64_t P, int64_t npix, const float* values, const uint8_t* idx,
+                           const float* bias, const float* x, float* y, Act act) {
+    const int64_t per_row = K / M * N;
+    for (int64_t o = 0; o < rows; o++) {  // fewer than a tile of pixels: one at a time
+        const float* w = values + o * per_row;
+        const uint8_t* ix = idx + o * per_row;
+        for (int64_t t = 0; t < npix; t++) {
+            float acc = bias ? bias[o] : 0.f;
+            for (int64_t g = 0, q = 0; g < K; g += M)
+                for (int j = 0; j < N; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
+            y[o * P + t] = std::min(std::max(acc, act.lo), act.hi);
+        }
+    }
+}
+
 template <int TV, int N, int M>
 static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const float* values, const uint8_t* idx,
                     const float* bias, const float* res, const float* x, float* y, Act act) {
     constexpr int R = TV >= 8 ? 1 : 8 / TV;  // R * TV = 8 accumulators at least
     constexpr int64_t T = TV * VW;
+    const Act out_act = act;
+    if (res) act = kNoAct;  // a residual comes before the activation (added below)
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     const int64_t per_row = K / M * N;
     if (npix == T) {
@@ -357,22 +365,14 @@ static void nm_rows(int64_t rows, int64_t K, int64_t P, int64_t npix, const floa
             bool first = k0 == 0, last = k0 + kc == K;
             int64_t o = 0;
             for (; o + R <= rows; o += R)
-                nm_block<TV, N, M, R>(o, kc, T, P, v, ix, per_row, bias, res, tile, y, act, first, last, clamp);
+                nm_block<TV, N, M, R>(o, kc, T, P, v, ix, per_row, bias, tile, y, act, first, last, clamp);
             for (; o < rows; o++)
-                nm_block<TV, N, M, 1>(o, kc, T, P, v, ix, per_row, bias, res, tile, y, act, first, last, clamp);
+                nm_block<TV, N, M, 1>(o, kc, T, P, v, ix, per_row, bias, tile, y, act, first, last, clamp);
         }
-        return;
+    } else {
+        nm_rows_scalar<N, M>(rows, K, P, npix, values, idx, bias, x, y, act);
     }
-    for (int64_t o = 0; o < rows; o++) {  // fewer than a tile of pixels: one at a time
-        const float* w = values + o * per_row;
-        const uint8_t* ix = idx + o * per_row;
-        for (int64_t t = 0; t < npix; t++) {
-            float acc = (bias ? bias[o] : 0.f) + (res ? res[o * P + t] : 0.f);
-            for (int64_t g = 0, q = 0; g < K; g += M)
-                for (int j = 0; j < N; j++, q++) acc += w[q] * x[(g + ix[q]) * P + t];
-            y[o * P + t] = std::min(std::max(acc, act.lo), act.hi);
-        }
-    }
+    if (res) add_residual(rows, P, npix, res, y, out_act);
 }
 
 template <int N, int M>

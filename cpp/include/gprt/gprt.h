@@ -139,6 +139,9 @@ void where(int rank, const int64_t* shape, const int64_t* sc, const uint8_t* c, 
 void channel_affine(int64_t N, int64_t C, int64_t inner, const float* x, const float* scale, const float* shift,
                     float* y);
 void prelu(int64_t N, int64_t C, int64_t inner, const float* x, const float* slope, int64_t slope_stride, float* y);
+// y = act(y + res) over `rows` rows of n floats, ld apart in both: a residual added after a layer
+// computed its rows (sparse 1x1 layers and fused chains, a tile or band at a time while it is in cache)
+void add_residual(int64_t rows, int64_t ld, int64_t n, const float* res, float* y, Act act);
 
 // ---- data movement (elem: bytes per element) ----
 // dst[sum i_k dst_strides_k] = src[sum i_k src_strides_k] over shape (strides in elements)
