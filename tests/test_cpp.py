@@ -155,11 +155,12 @@ def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
     """The dense conv kernels' special paths on shapes that reach them with AVX-512 vectors (and with
     4-wide ones): the few-channel stem (3x3, stride 2: read in place from an even width, from split
     planes on an odd one), stride-1 3x3 depthwise read in place (rows of 66, 20 and 17: overlapping last
-    vectors, an odd row count), depthwise row kernels (3x3 and 5x5, stride 1
-    and 2, odd widths: partial last vectors; stride 2 read in place from an even width, 66, and an odd
-    one, 33, and from rows narrower than two vectors, 20 and 13), the channels-last depthwise of small images (24
-    channels: a block of 16 and 8 left over) and the flat stride-1 depthwise of narrow images (3x3 and
-    5x5, rows of 9 and of 5 pixels, fewer rows than the kernel has: masked taps and zero guards)."""
+    vectors, an odd row count; rows of one vector or less, 9, 14 and 16, through lane masks), depthwise
+    row kernels (3x3 and 5x5, stride 1 and 2, odd widths: partial last vectors; stride 2 read in place
+    from an even width, 66, and an odd one, 33, and from rows narrower than two vectors, 20 and 13), the
+    channels-last depthwise of small images (24 channels: a block of 16 and 8 left over) and the flat
+    stride-1 depthwise of narrow images (5x5 on rows of 9, 3x3 on rows of 5, fewer rows than the kernel
+    has: masked taps and zero guards)."""
     import torch
 
     class M(torch.nn.Module):
@@ -187,7 +188,8 @@ def conv_paths_model() -> tuple[gp.Graph, list[np.ndarray]]:
             few = self.few2(x[:, :2])
             narrow = self.dw_narrow(x[:, :, :17, :20]), self.dw_narrow(x[:, :, :16, :13])  # 9 x 10, 8 x 7
             narrow = (*narrow, self.stem_odd(x[:, :, :, :131]), self.dw_in_place(x[:, :, :7, :20]),
-                      self.dw_in_place(x[:, :, :5, :17]))
+                      self.dw_in_place(x[:, :, :5, :17]), self.dw_in_place(x[:, :, :14, :14]),
+                      self.dw_in_place(x[:, :, :6, :16]))
             x = torch.nn.functional.relu6(self.stem(x))  # 8 x 20 x 66
             x = self.dw5(torch.relu(self.dw1(x)))
             x = self.pw(torch.nn.functional.relu6(self.dw2(x)))  # 24 x 10 x 33

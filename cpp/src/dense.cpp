@@ -548,11 +548,7 @@ static inline void dw_rows(const float* plane, const float* odd, int64_t Wr, int
         vf out[RO];
         one(ow, out);
         GPRT_UNROLL
-        for (int r = 0; r < RO; r++) {
-            float tmp[VW];
-            vstore(tmp, out[r]);
-            std::memcpy(y + r * OW + ow, tmp, sizeof(float) * (OW - ow));
-        }
+        for (int r = 0; r < RO; r++) vstore_part(y + r * OW + ow, out[r], OW - ow);
     }
 }
 
@@ -574,8 +570,8 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
 
 // ---- stride 1, "same" width (OW == W, PW = K / 2): the channel as one flat run of pixels ----
 // Output pixel q = oh*W + ow reads input q + (kh-PH)*W + (kw-PW) for every tap: linear in q across rows,
-// so whole vectors run over row boundaries with no per-row setup, straight into y (14x14 or 28x28 rows
-// fill one vector badly). Rows above and below the image read zero guards around a contiguous copy of
+// so whole vectors run over row boundaries with no per-row setup, straight into y (rows of 7 on AVX-512,
+// or of 14 on AVX2, fill one vector badly). Rows above and below the image read zero guards around a contiguous copy of
 // the channel (one memcpy). A tap past a row's left or right edge would read the neighbouring row, so
 // the taps of each kernel column are summed apart and that sum is masked once with the output columns
 // whose tap column lies inside the image (K masks, shared by every channel).
@@ -623,13 +619,10 @@ static void dw_flat_channel(const ConvShape& s, const DwFlat& f, const float* x,
         GPRT_UNROLL
         for (int kw = 0; kw < K; kw++) acc += kw == PW ? col[kw] : vmask(col[kw], masks + kw * Pr + q);
         if (clamp) acc = vclamp(acc, act.lo, act.hi);
-        if (q + VW <= P) {
+        if (q + VW <= P)
             vstore(y + q, acc);
-        } else {
-            float tmp[VW];
-            vstore(tmp, acc);
-            for (int64_t i = 0; i < P - q; i++) y[q + i] = tmp[i];
-        }
+        else
+            vstore_part(y + q, acc, P - q);
     }
 }
 
@@ -729,13 +722,10 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
             carry = acc[0];
             if (clamp) out = vclamp(out, act.lo, act.hi);
             int64_t at = v * VW;
-            if ((oh * s.OW + at + VW) <= oh1 * s.OW) {
+            if ((oh * s.OW + at + VW) <= oh1 * s.OW)
                 vstore(yr + at, out);  // past the row's end: the next rows' first columns, stored after this
-            } else {
-                float tmp[VW];
-                vstore(tmp, out);
-                for (int64_t i = 0; i < s.OW - at; i++) yr[at + i] = tmp[i];
-            }
+            else
+                vstore_part(yr + at, out, s.OW - at);
         }
     }
 #else
@@ -743,7 +733,7 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
 #endif
 }
 
-// ---- stride 1, 3x3, 'same' width, rows wider than one vector: read in place, no plane ----
+// ---- stride 1, 3x3, 'same' width: read in place, no plane (rows of one vector or less below) ----
 // Two (or four) output rows at a time from the (up to) four (six) input rows they share, rows outside the
 // image skipped (any top padding: the fused chains' bands have none but the first).
 // Output vector ow reads its input row at ow - 1, ow and ow + 1: plain loads inside the row; the left
@@ -755,7 +745,7 @@ static void dw_s2_direct_channel(const ConvShape& s, const float* x, const float
 // such rows stay flat (in place there, the pruned MobileNetV2 in wasm took 4.7 ms against 4.35).
 static bool dw_s1_direct(const ConvShape& s) {
     return VW > 1 && s.KH == 3 && s.KW == 3 && s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && s.PW == 1 &&
-           s.OW == s.W && (VW == 16 ? s.W > VW : s.W >= 2 * VW);
+           s.OW == s.W && (VW == 16 ? s.W > VW / 2 : s.W >= 2 * VW);
 }
 
 template <int RO>
@@ -808,8 +798,43 @@ static inline void dw_s1_rows(const ConvShape& s, const float* x, const vf* wv, 
 #endif
 }
 
+// Rows narrower than a vector (14 x 14 on AVX-512): each row is one vector, read and written with lane
+// masks (nothing past the row), and the left and right taps are that vector shifted a lane with zeros
+// in: no unaligned tap loads, which the flat kernel split across cache lines (192 x 14 x 14: 15-18 ->
+// 10 us). Three input rows roll down the channel. Rows of 8 or less stay flat: 480 x 7 x 7 took 24 us
+// this way against 19.
+static void dw_s1_narrow_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act,
+                                 int64_t oh0, int64_t oh1) {
+#if GPRT_VW > 1
+    const bool clamp = act.lo != -kInf || act.hi != kInf;
+    vf wv[9];
+    for (int i = 0; i < 9; i++) wv[i] = vbcast(w[i]);
+    struct Taps {
+        vf l, c, r;
+    };
+    auto row = [&](int64_t ih) {
+        if (ih < 0 || ih >= s.H) return Taps{vf{}, vf{}, vf{}};
+        vf c = vload_part(x + ih * s.W, s.W);
+        return Taps{__builtin_shufflevector(vf{}, c, GPRT_SHIFT1), c, __builtin_shufflevector(c, vf{}, GPRT_NEXT1)};
+    };
+    Taps a = row(oh0 - s.PH), b = row(oh0 - s.PH + 1);
+    const vf vb = vbcast(bias);
+    for (int64_t oh = oh0; oh < oh1; oh++) {
+        Taps c = row(oh - s.PH + 2);
+        vf out = (vb + wv[0] * a.l + wv[1] * a.c + wv[2] * a.r) + (wv[3] * b.l + wv[4] * b.c + wv[5] * b.r) +
+                 (wv[6] * c.l + wv[7] * c.c + wv[8] * c.r);
+        vstore_part(y + oh * s.W, clamp ? vclamp(out, act.lo, act.hi) : out, s.W);
+        a = b;
+        b = c;
+    }
+#else
+    (void)s, (void)x, (void)w, (void)bias, (void)y, (void)act, (void)oh0, (void)oh1;
+#endif
+}
+
 static void dw_s1_direct_channel(const ConvShape& s, const float* x, const float* w, float bias, float* y, Act act,
                                  int64_t oh0, int64_t oh1) {
+    if (s.W <= VW) return dw_s1_narrow_channel(s, x, w, bias, y, act, oh0, oh1);
     const bool clamp = act.lo != -kInf || act.hi != kInf;
     vf wv[9];
     for (int i = 0; i < 9; i++) wv[i] = vbcast(w[i]);

@@ -107,13 +107,10 @@ static void block_rows(int64_t nrows, int64_t row0, int64_t P, Stream& s, const 
                 GPRT_UNROLL
                 for (int u = 1; u < U; u++) a += acc[u][i][t];
                 if (clamp) a = vclamp(a, act.lo, act.hi);
-                if ((t + 1) * VW <= nvalid) {
+                if ((t + 1) * VW <= nvalid)
                     vstore(y + (row + i) * P + t * VW, a);
-                } else if (t * VW < nvalid) {
-                    float part[VW];
-                    vstore(part, a);
-                    std::memcpy(y + (row + i) * P + t * VW, part, sizeof(float) * (nvalid - t * VW));
-                }
+                else if (t * VW < nvalid)
+                    vstore_part(y + (row + i) * P + t * VW, a, nvalid - t * VW);
             }
         }
     }
@@ -167,7 +164,10 @@ static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, con
              (K + nrows) / (nrows + 1), pf_stride, TV * VW};
     const Act kernel_act = res ? kNoAct : act;
     const bool clamp = kernel_act.lo != -kInf || kernel_act.hi != kInf;
-    if (LDX) {  // a copied tile, zero-padded past npix
+    if (LDX && npix <= VW && TV > 1) {  // a copied last tile of one vector (14 x 14: 196 = 3 * 64 + 4)
+        block_rows<NB, 1, 0>(nbr, row0, P, s, bias, y, kernel_act, clamp, npix);
+        block_rows<1, 1, 0>(ntail, trow0, P, s, bias, y, kernel_act, clamp, npix);
+    } else if (LDX) {  // a copied tile, zero-padded past npix
         block_rows<NB, TV, LDX>(nbr, row0, P, s, bias, y, kernel_act, clamp, npix);
         block_rows<1, TV, LDX>(ntail, trow0, P, s, bias, y, kernel_act, clamp, npix);
     } else if (npix == TV * VW) {
@@ -239,11 +239,12 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
                     GPRT_UNROLL
                     for (int t = 0; t < TV; t++) vstore(tile + k * T + t * VW, vload(src + k * ldx + t * VW));
                 }
-            } else {
-                for (int64_t k = 0; k < K; k++) {
-                    std::memcpy(tile + k * T, src + k * ldx, sizeof(float) * npix);
-                    std::fill(tile + k * T + npix, tile + (k + 1) * T, 0.f);
-                }
+            } else {  // zero-padded to the vectors the kernel reads (one, or the whole tile)
+                const int64_t width = npix <= VW ? VW : T;
+                for (int64_t k = 0; k < K; k++)
+                    for (int64_t t = 0; t < width; t += VW)
+                        vstore(tile + k * T + t, t + VW <= npix ? vload(src + k * ldx + t)
+                                                                : vload_part(src + k * ldx + t, std::max<int64_t>(0, npix - t)));
             }
             const float* next = u + 1 < full ? src + T : nullptr;
             spmm_tile<NB, TV, T>(rows, M, ldy, npix, counts, incs, values, bias, tile, T, r, y + off, act, next, K,

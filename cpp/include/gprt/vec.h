@@ -7,6 +7,10 @@
 #include <cstring>
 #include <utility>
 
+#if defined(__AVX512F__) && !defined(GPRT_SCALAR)
+#include <immintrin.h>
+#endif
+
 #if defined(GPRT_SCALAR)
 #define GPRT_VW 1
 #elif defined(__AVX512F__)
@@ -36,6 +40,10 @@ static inline void vstore(float* p, vf v) { *p = v; }
 static inline vf vbcast(float s) { return s; }
 static inline vf vclamp(vf v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
 static inline vf vmask(vf v, const int32_t* m) { return *m ? v : 0.f; }
+static inline vf vload_part(const float* p, int64_t n) { return n > 0 ? *p : 0.f; }
+static inline void vstore_part(float* p, vf v, int64_t n) {
+    if (n > 0) *p = v;
+}
 static inline void vtranspose(vf*) {}  // 1 x 1
 #else
 typedef float vf __attribute__((vector_size(GPRT_VW * 4)));
@@ -45,6 +53,27 @@ static inline vf vload(const float* p) {
     return v;
 }
 static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+// The first n (< VW) lanes only: zeros in the rest, nothing read or written past p + n. One masked
+// instruction on AVX-512; elsewhere through a copy (no call: a memcpy of a variable size is one).
+#if GPRT_VW == 16
+static inline vf vload_part(const float* p, int64_t n) {
+    return (vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+static inline void vstore_part(float* p, vf v, int64_t n) {
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+}
+#else
+static inline vf vload_part(const float* p, int64_t n) {
+    float t[GPRT_VW] = {};
+    for (int64_t i = 0; i < n; i++) t[i] = p[i];
+    return vload(t);
+}
+static inline void vstore_part(float* p, vf v, int64_t n) {
+    float t[GPRT_VW];
+    std::memcpy(t, &v, sizeof v);
+    for (int64_t i = 0; i < n; i++) p[i] = t[i];
+}
+#endif
 static inline vf vbcast(float s) { return s - vf{}; }  // s - 0 == s exactly: folds to a broadcast
 static inline vf vclamp(vf v, float lo, float hi) {  // lane-wise select: one max and one min per vector
     vf l = vbcast(lo), h = vbcast(hi);
