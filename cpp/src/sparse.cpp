@@ -187,24 +187,33 @@ static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, con
 }
 
 // Every pixel tile is first copied into a contiguous stack buffer of K x T floats when K is at most
-// SPMM_KMAX: read in place, input rows P floats apart fall into a few L1 sets (P = 3136 puts every 16th
-// row on the same 4 KB offset) and evict each other while the nonzeros of every output row walk them.
-// The last tile of a layer is zero-padded there, so it runs the full-tile kernel and stores only its
-// pixels. Measured on 256 channels: 64-pixel tiles (64 KB, in L2) beat 32-pixel ones that fit L1 (0.61
-// against 0.80 ms for CSR at 90%) and 128-pixel ones (0.75 ms): the per-row setup and the FMAs per
-// loaded weight weigh more than L1 misses.
+// SPMM_KMAX and the tile's input rows are read SPMM_REUSE times or more: read in place, input rows P
+// floats apart fall into a few L1 sets (P = 3136 puts every 16th row on the same 4 KB offset) and evict
+// each other while the nonzeros of every output row walk them. The last tile of a layer is zero-padded
+// there, so it runs the full-tile kernel (or the one-vector kernel) and stores only its pixels.
+// Measured on 256 channels: 64-pixel tiles (64 KB, in L2) beat 32-pixel ones that fit L1 (0.61 against
+// 0.80 ms for CSR at 90%) and 128-pixel ones (0.75 ms): the per-row setup and the FMAs per loaded weight
+// weigh more than L1 misses. A project layer (few outputs: 96 -> 16 at 80% has 0.8 blocks per input row)
+// reads each row about once, and the copy cost more than the FMAs: in place, MobileNetV2's 28 x 28
+// projects went 9.7 -> 3.8 us and the whole pruned model 1.01 -> 0.95 ms (a reuse of 1: 0.97, 2: 0.95,
+// 4: 0.95).
 constexpr int64_t SPMM_KMAX = 512;
+constexpr int64_t SPMM_REUSE = 3;
 
 template <int NB, int TV>
 static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* counts, const int32_t* incs,
                     const float* values, const float* bias, const float* x, int64_t ldx, float* y, int64_t ldy,
                     Act act, const float* res) {
     constexpr int64_t T = TV * VW;
-    const bool copy = K <= SPMM_KMAX;
+    int64_t blocks = 0;  // nonzero blocks: each copied input row is read blocks / K times per tile
+    for (int64_t i = 0; i < M / NB; i++) blocks += counts[i];
+    const bool copy = K <= SPMM_KMAX && (blocks >= SPMM_REUSE * K || P < T);
     int64_t full = P / T;
-    // in place (K > SPMM_KMAX), the pieces after the full tiles: one-vector tiles, then fewer than VW pixels
+    // in place, the pieces after the full tiles: one-vector tiles, then fewer than VW pixels (copied into
+    // the zero-padded tile when K allows it, else one pixel at a time)
     int64_t rest = P - full * T, vecs = copy ? 0 : rest / VW, tail = copy ? rest : rest % VW;
     int64_t units = full + vecs + (tail ? 1 : 0);
+    const bool copy_tail = K <= SPMM_KMAX;
     // Workers split the pixel tiles (bands), or the output rows (channels) where the layer expands (at
     // least twice as many outputs as inputs) on a plane too small for bands, as the depthwise layer after
     // an expand then splits its channels (see split_in_bands), or where there are too few tiles to share.
@@ -228,7 +237,7 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
                 npix = tail;
             }
             const float* r = res ? res + off : nullptr;
-            if (!copy) {
+            if (!copy && !(npix < VW && copy_tail)) {
                 spmm_tile<NB, TV, 0>(rows, M, ldy, npix, counts, incs, values, bias, x + off, ldx, r, y + off, act,
                                      nullptr, 0, 0);
                 return;
