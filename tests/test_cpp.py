@@ -244,10 +244,12 @@ def test_pools_host(threads, tmp_path):
     check(g, ins, "host", tmp_path, threads=threads)
 
 
-def fused_model(kind: str = "block4") -> tuple[gp.Graph, list[np.ndarray]]:
-    """Three chains fused_block takes, on odd image sizes: expand -> depthwise 3x3 -> project + residual
+def fused_model(kind: str = "block4", width: int = 19) -> tuple[gp.Graph, list[np.ndarray]]:
+    """Three chains fused_block takes, on odd image heights: expand -> depthwise 3x3 -> project + residual
     (batch 2), expand -> depthwise 3x3 stride 2 -> project (relu6 after the expand and the depthwise),
-    and a depthwise 5x5 -> project without an expand; the 1x1 layers sparsified as `kind`."""
+    and a depthwise 5x5 -> project without an expand; the 1x1 layers sparsified as `kind`. An even width
+    (38: 19 output columns, a vector and 3) sends the stride-2 chain through rows split into even and odd
+    columns (dw_s2_split)."""
     import torch
 
     rng = np.random.default_rng(1)
@@ -273,20 +275,21 @@ def fused_model(kind: str = "block4") -> tuple[gp.Graph, list[np.ndarray]]:
     with torch.no_grad():
         for layer in (m.e1, m.p1, m.e2, m.p2, m.p3):
             layer.weight.copy_(torch.from_numpy(sparsify(layer.weight.numpy(), kind, rng)))
-    x = torch.randn(2, 16, 11, 19)  # 19: the stride-1 depthwise read in place in bands, one vector + 3
+    x = torch.randn(2, 16, 11, width)  # 19: the stride-1 depthwise read in place in bands, one vector + 3
     return gp.trace(m, (x,)), [x.numpy()]
 
 
 @pytest.mark.parametrize(
-    ("sparse", "band_bytes", "threads"),
-    [("block4", 6000, 1), ("csr", 6000, 2), ("off", 1 << 30, 2), ("off", 2000, 1)],
+    ("sparse", "band_bytes", "threads", "width"),
+    [("block4", 6000, 1, 19), ("csr", 6000, 2, 19), ("off", 1 << 30, 2, 19), ("off", 2000, 1, 19),
+     ("block4", 6000, 2, 38), ("off", 1 << 30, 2, 38)],
 )
-def test_fused_chains_host(sparse, band_bytes, threads, tmp_path, monkeypatch):
+def test_fused_chains_host(sparse, band_bytes, threads, width, tmp_path, monkeypatch):
     """fused_block against the interpreter: bands of one to a few rows (the top and bottom bands with the
     padding, rows read by two bands), dense and sparse 1x1 layers, threads over bands and, with one
-    band, inside each layer."""
+    band, inside each layer; rows split into even and odd columns for the stride-2 chain (width 38)."""
     monkeypatch.setattr(codegen, "BAND_BYTES", band_bytes)
-    g, ins = fused_model("block4" if sparse == "block4" else "csr")
+    g, ins = fused_model("block4" if sparse == "block4" else "csr", width)
     art = check(g, ins, "host", tmp_path, sparse=sparse, threads=threads, fuse="on")
     src = (tmp_path / "model.cpp").read_text()
     assert src.count("gprt::fused_block(") == 3
@@ -373,9 +376,10 @@ def test_fused_bands_share_evenly_over_threads(threads, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["aarch64", "wasm32"])
-def test_fused_chains_cross(target, tmp_path, monkeypatch):
+@pytest.mark.parametrize("width", [19, 38])
+def test_fused_chains_cross(target, width, tmp_path, monkeypatch):
     monkeypatch.setattr(codegen, "BAND_BYTES", 3000)
-    g, ins = fused_model()
+    g, ins = fused_model(width=width)
     check(g, ins, target, tmp_path, sparse="block4", fuse="on", threads=2)
 
 

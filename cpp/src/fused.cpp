@@ -2,7 +2,8 @@
 // The output is made one band of rows at a time: the expand computes the input rows the band's
 // depthwise window reads (rows shared by two bands are computed by both), the depthwise layer runs on
 // those rows as an image of its own (its top padding only in the first band; rows past the image read
-// the zero padding of its plane), and the project writes the band's rows of the output. The expanded
+// the zero padding of its plane), and the project writes the band's rows of the output. A stride-2
+// depthwise layer reads rows split into even and odd columns (see split()). The expanded
 // and the depthwise tensors thus live only a band at a time, in the workspace, and stay in L2.
 // Threads take whole bands when there are enough of them, else they split each layer's work.
 #include <algorithm>
@@ -52,14 +53,19 @@ void pointwise(Pool* pool, float* ws, const PointwiseShape& p, const PointwiseWe
         spmm_block_strided(pool, p.nb, p.OC, p.C, P, w.counts, w.incs, w.w, w.bias, x, ldx, y, ldy, w.act);
 }
 
-// One worker's buffers (floats): the expanded rows, the depthwise band, and the kernels' own scratch.
+// A stride-2 depthwise layer after an expand reads rows split into even and odd columns (dw_s2_split):
+// the expand reads its input rows split so (split_columns), and so writes them.
+bool split(const FusedShape& s) { return s.expand.OC > 0 && dw_split_columns(s.dw); }
+
+// One worker's buffers (floats): the expanded rows, the depthwise band, the kernels' own scratch, and
+// the input rows split into even and odd columns.
 struct Layout {
-    int64_t ebuf, dbuf, scratch, per;
+    int64_t ebuf, dbuf, scratch, sbuf, per;
 };
 
 Layout layout(const FusedShape& s, int inner_threads) {
     const ConvShape& d = s.dw;
-    Layout l{0, 0, 0, 0};
+    Layout l{0, 0, 0, 0, 0};
     size_t scratch = 0;
     for (int64_t b = 0; b < num_bands(s); b++) {
         Band r = band(s, b);
@@ -68,11 +74,16 @@ Layout layout(const FusedShape& s, int inner_threads) {
         scratch = std::max(scratch, conv_workspace(r.dw, inner_threads));
         scratch = std::max(scratch, pointwise_ws(s.expand, r.dw.H * d.W, inner_threads));
         scratch = std::max(scratch, pointwise_ws(s.project, r.dw.OH * d.OW, inner_threads));
+        if (split(s)) {
+            l.sbuf = std::max(l.sbuf, s.expand.C * r.dw.H * d.W);
+            scratch = std::max(scratch, dw_s2_split_workspace(r.dw));
+        }
     }
     l.ebuf = (l.ebuf + 15) / 16 * 16;  // keeps every buffer 64-byte aligned
     l.dbuf = (l.dbuf + 15) / 16 * 16;
     l.scratch = ((int64_t)scratch / 4 + 15) / 16 * 16;
-    l.per = l.ebuf + l.dbuf + l.scratch;
+    l.sbuf = (l.sbuf + 15) / 16 * 16;
+    l.per = l.ebuf + l.dbuf + l.scratch + l.sbuf;
     return l;
 }
 
@@ -102,13 +113,20 @@ void fused_block(Pool* pool, float* ws, const FusedShape& s, const PointwiseWeig
         float* ebuf = ws + worker * l.per;
         float* dbuf = ebuf + l.ebuf;
         float* scratch = dbuf + l.dbuf;
+        float* sbuf = scratch + l.scratch;
         const float* xn = x + n * cin * HW + r.i0 * d.W;
         const int64_t pin = r.dw.H * d.W, pout = r.dw.OH * d.OW;
-        if (s.expand.OC)
-            pointwise(inner, scratch, s.expand, expand, pin, xn, HW, ebuf, pin);
-        else  // the depthwise kernels read channels of contiguous rows
-            for (int64_t c = 0; c < d.C; c++) std::memcpy(ebuf + c * pin, xn + c * HW, sizeof(float) * pin);
-        conv2d(inner, scratch, r.dw, ebuf, dw_w, dw_b, dbuf, dw_act);
+        if (split(s)) {
+            for (int64_t c = 0; c < cin; c++) split_columns(r.dw.H, d.W, xn + c * HW, sbuf + c * pin);
+            pointwise(inner, scratch, s.expand, expand, pin, sbuf, pin, ebuf, pin);
+            dw_s2_split(inner, scratch, r.dw, ebuf, dw_w, dw_b, dbuf, dw_act);
+        } else {
+            if (s.expand.OC)
+                pointwise(inner, scratch, s.expand, expand, pin, xn, HW, ebuf, pin);
+            else  // the depthwise kernels read channels of contiguous rows
+                for (int64_t c = 0; c < d.C; c++) std::memcpy(ebuf + c * pin, xn + c * HW, sizeof(float) * pin);
+            conv2d(inner, scratch, r.dw, ebuf, dw_w, dw_b, dbuf, dw_act);
+        }
         float* yb = y + n * cout * OHW + r.oh0 * d.OW;
         pointwise(inner, scratch, s.project, project, pout, dbuf, pout, yb, OHW);
         if (res) add_residual(cout, OHW, pout, res + n * cout * OHW + r.oh0 * d.OW, yb, res_act);

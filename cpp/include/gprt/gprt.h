@@ -117,6 +117,14 @@ struct FusedShape {
     int64_t band;                    // output rows per band
 };
 size_t fused_workspace(const FusedShape& s, int threads);
+// The fused chains' stride-2 depthwise layers (3x3, left padding 1, even width) read rows stored as
+// their even columns, then their odd ones: split_columns writes each row of W floats that way, and
+// dw_s2_split computes the layer from it (see dense.cpp).
+bool dw_split_columns(const ConvShape& s);
+void split_columns(int64_t rows, int64_t W, const float* x, float* out);
+size_t dw_s2_split_workspace(const ConvShape& s);
+void dw_s2_split(Pool* pool, float* ws, const ConvShape& s, const float* x, const float* w, const float* b, float* y,
+                 Act act);
 // x: the chain's input; res: nullptr or a tensor shaped like y added to the project's output, then res_act.
 void fused_block(Pool* pool, float* ws, const FusedShape& s, const PointwiseWeights& expand, const float* dw_w,
                  const float* dw_b, Act dw_act, const PointwiseWeights& project, const float* x, const float* res,
