@@ -9,6 +9,7 @@ A target whose toolchain is missing is skipped with the message naming the packa
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import onnx
@@ -300,11 +301,17 @@ def test_fused_chains_host(sparse, band_bytes, threads, width, tmp_path, monkeyp
 
 def test_fused_auto_only_where_tensors_spill(tmp_path):
     """"auto" leaves small chains unfused (they stay in cache anyway); "off" never fuses; "on" gives the
-    same bytes for the same graph."""
+    same bytes for the same graph. On several threads "auto" fuses the expand chains whose band per thread
+    recomputes at most a third more rows than it owns: both on two threads (6 and 3 output rows per
+    band), only the stride-2 one on four (3 rows of a stride-1 3x3 layer read 5)."""
     g, _ = fused_model()
     for fuse in ("auto", "off"):
         files, _ = cpp.generate_files(g, fuse=fuse)
         assert b"fused_block(" not in files["model.cpp"]
+    for threads, chains in ((2, [b"e1", b"e2"]), (4, [b"e2"]), (2, None)):
+        files, _ = cpp.generate_files(g, threads=threads, fuse="auto" if chains else "off")
+        fused = re.findall(rb"// fused: conv (\w+) ->", files["model.cpp"])
+        assert fused == (chains or []), (threads, fused)
     with pytest.raises(gp.GraphpruneError, match="fuse='yes'"):
         cpp.generate_files(g, fuse="yes")
     # fused code is deterministic too: the same graph gives byte-identical files
@@ -361,8 +368,6 @@ def test_thread_splits_and_folded_residuals_host(kind, threads, tmp_path):
 @pytest.mark.parametrize("threads", [2, 3])
 def test_fused_bands_share_evenly_over_threads(threads, monkeypatch):
     """A fused chain's bands come in a multiple of the default thread count (as many for every worker)."""
-    import re
-
     monkeypatch.setattr(codegen, "BAND_BYTES", 6000)
     files, _ = cpp.generate_files(fused_model()[0], threads=threads, fuse="on")
     pattern = rb"FusedShape kD\d+ = \{\{([\d, ]+)\}, \{[\d, ]+\}, \{[\d, ]+\}, (\d+)\}"

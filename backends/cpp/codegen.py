@@ -70,10 +70,10 @@ FUSABLE_PRODUCERS = (Op.CONV, Op.LINEAR, Op.ADD)
 
 
 # Fused chains (fuse_chain): a band's expanded and depthwise rows together take at most BAND_BYTES, and
-# "auto" fuses an expand chain only when its whole expanded and depthwise tensors exceed FUSE_MIN_BYTES.
-# Measured on the pruned MobileNetV2 (benchmarks/RESULTS.md): fusing pays where those tensors spill out of
-# the 2 MB L2 (48 x 112 x 112 expanded: 2.4 MB); below that, bands only add the rows recomputed at
-# their edges and per-band setup.
+# "auto" fuses an expand chain on one thread only when its whole expanded and depthwise tensors exceed
+# FUSE_MIN_BYTES (on several, see fuse_pays). Measured on the pruned MobileNetV2 (benchmarks/RESULTS.md):
+# fusing pays where those tensors spill out of the 2 MB L2 (48 x 112 x 112 expanded: 2.4 MB); below
+# that, on one thread, bands only add the rows recomputed at their edges and per-band setup.
 BAND_BYTES = 512 * 1024
 FUSE_MIN_BYTES = 3 * 1024 * 1024 // 2
 FUSE_MODES = ("auto", "on", "off")
@@ -143,8 +143,8 @@ class Options:
     # ("csr", "block4", "block8", "nm2:4") forces it wherever it applies (tests and benchmarks)
     sparse: str = "auto"
     # [1x1 expand] -> depthwise -> 1x1 project [+ residual] chains as one banded kernel (fused_block):
-    # "auto" where the expanded and depthwise tensors would not stay in L2 (FUSE_MIN_BYTES), "on" for
-    # every such chain (tests), "off" never
+    # "auto" where the expanded and depthwise tensors would not stay in L2 (FUSE_MIN_BYTES) or, on several
+    # threads, where bands keep rows on one core (fuse_pays), "on" for every such chain (tests), "off" never
     fuse: str = "auto"
 
 
@@ -353,6 +353,23 @@ class Lowering:
         )
         return f"{{{c}, {oc}, {nb}}}", weights
 
+    def fuse_pays(self, expand: Node | None, ds: Sequence[int], dw: Node) -> bool:
+        """"auto": whether an expand chain runs faster fused. On one thread, where its expanded and depthwise
+        tensors spill out of L2 (FUSE_MIN_BYTES). On several, also wherever each thread's band (one per
+        thread) recomputes at most a third more expanded rows than it owns: a band's rows then stay on
+        one core from the chain's input to its output, where unfused layers split channels and pixels
+        in turn and moved half of every small tensor between the cores (the pruned MobileNetV2 on two
+        threads: 0.73 -> 0.66 ms; 7 x 7 chains, 4-row bands recomputing half again, were slower fused)."""
+        if expand is None:
+            return False
+        ys = _static(dw.outputs[0])
+        if 4 * (math.prod(ds) + math.prod(ys)) > FUSE_MIN_BYTES:
+            return True
+        sh = dw.attrs.stride[0]
+        reach = (dw.inputs[1].type.shape[2] - 1) * dw.attrs.dilation[0] + 1  # input rows of one output row
+        rows = -(-ys[2] // self.o.threads)  # output rows of a thread's band
+        return self.o.threads > 1 and 3 * (reach - sh) <= sh * rows
+
     def fuse_chain(self, node: Node) -> bool:
         """Emit [1x1 expand] -> depthwise -> 1x1 project [+ residual add] starting at `node` as one
         fused_block call when the chain is there: every link the sole consumer of the one before, each
@@ -380,8 +397,7 @@ class Lowering:
         xs, ds = _static(x), _static(dw.inputs[0])
         if expand is not None and xs[2:] != ds[2:]:
             return False
-        big = 4 * (math.prod(ds) + math.prod(_static(dw.outputs[0])))
-        if self.o.fuse == "auto" and (expand is None or big <= FUSE_MIN_BYTES):
+        if self.o.fuse == "auto" and not self.fuse_pays(expand, ds, dw):
             return False
         e_args = self.pointwise_args(expand, e_act) if expand is not None else ("{0, 0, 0}", None)
         p_args = self.pointwise_args(project, p_act)
