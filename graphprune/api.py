@@ -352,7 +352,8 @@ def compile(
     measured break-even table, "off" keeps all dense, a format name ("csr", "block4", "block8", "nm2:4")
     forces it wherever it applies; fuse "auto" computes [1x1 expand] -> depthwise -> 1x1 project
     [+ residual] chains (inverted-residual blocks) in bands of rows that stay in cache where their
-    tensors would not, "on" wherever such a chain is, "off" never."""
+    tensors would not (and, on several threads, wherever a band per thread is tall enough: its rows
+    then stay on one core), "on" wherever such a chain is, "off" never."""
     if backend != "cpp":
         raise ExportError(f"backend {backend!r}: compile supports backend='cpp'")
     from graphprune.backends import cpp

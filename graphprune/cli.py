@@ -550,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "table; off: all dense; a format: forced wherever it applies")
     c.add_argument("--fuse", choices=("auto", "on", "off"), default="auto",
                    help="auto (default): [1x1 expand] -> depthwise -> 1x1 project [+ residual] chains whose "
-                        "tensors would not stay in cache run as one kernel over bands of rows; on: every such "
-                        "chain; off: none")
+                        "tensors would not stay in cache (or, on several threads, whose bands per thread are "
+                        "tall enough) run as one kernel over bands of rows; on: every such chain; off: none")
     c.set_defaults(func=_compile)
     return p
 

@@ -572,9 +572,9 @@ static void dw_rowwise_channel(const ConvShape& s, const DwPlan& d, const float*
 // Output pixel q = oh*W + ow reads input q + (kh-PH)*W + (kw-PW) for every tap: linear in q across rows,
 // so whole vectors run over row boundaries with no per-row setup, straight into y (rows of 7 on AVX-512,
 // or of 14 on AVX2, fill one vector badly). Rows above and below the image read zero guards around a
-// contiguous copy of the channel (one memcpy). A tap past a row's left or right edge would read the neighbouring row, so
-// the taps of each kernel column are summed apart and that sum is masked once with the output columns
-// whose tap column lies inside the image (K masks, shared by every channel).
+// contiguous copy of the channel (one memcpy). A tap past a row's left or right edge would read the
+// neighbouring row, so the taps of each kernel column are summed apart and that sum is masked once with
+// the output columns whose tap column lies inside the image (K masks, shared by every channel).
 struct DwFlat {
     int64_t front, span, Pr;  // zero guard before the channel, buffer floats per thread, output floats rounded
 };

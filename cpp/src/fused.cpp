@@ -2,10 +2,10 @@
 // The output is made one band of rows at a time: the expand computes the input rows the band's
 // depthwise window reads (rows shared by two bands are computed by both), the depthwise layer runs on
 // those rows as an image of its own (its top padding only in the first band; rows past the image read
-// the zero padding of its plane), and the project writes the band's rows of the output. A stride-2
-// depthwise layer reads rows split into even and odd columns (see split()). The expanded
-// and the depthwise tensors thus live only a band at a time, in the workspace, and stay in L2.
-// Threads take whole bands when there are enough of them, else they split each layer's work.
+// the zero padding of its plane), and the project writes the band's rows of the output. The expanded
+// and the depthwise tensors thus live only a band at a time, in the workspace, and stay in L2. A
+// stride-2 depthwise layer reads rows split into even and odd columns (see split()). Threads take
+// whole bands when there are enough of them, else they split each layer's work.
 #include <algorithm>
 #include <cstring>
 

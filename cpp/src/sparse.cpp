@@ -251,9 +251,11 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
             } else {  // zero-padded to the vectors the kernel reads (one, or the whole tile)
                 const int64_t width = npix <= VW ? VW : T;
                 for (int64_t k = 0; k < K; k++)
-                    for (int64_t t = 0; t < width; t += VW)
-                        vstore(tile + k * T + t, t + VW <= npix ? vload(src + k * ldx + t)
-                                                                : vload_part(src + k * ldx + t, std::max<int64_t>(0, npix - t)));
+                    for (int64_t t = 0; t < width; t += VW) {
+                        const float* p = src + k * ldx + t;
+                        const int64_t n = std::max<int64_t>(0, npix - t);
+                        vstore(tile + k * T + t, n >= VW ? vload(p) : vload_part(p, n));
+                    }
             }
             const float* next = u + 1 < full ? src + T : nullptr;
             spmm_tile<NB, TV, T>(rows, M, ldy, npix, counts, incs, values, bias, tile, T, r, y + off, act, next, K,

@@ -53,7 +53,7 @@ static inline vf vload(const float* p) {
     return v;
 }
 static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-// The first n (< VW) lanes only: zeros in the rest, nothing read or written past p + n. One masked
+// The first n (<= VW) lanes only: zeros in the rest, nothing read or written past p + n. One masked
 // instruction on AVX-512; elsewhere through a copy (no call: a memcpy of a variable size is one).
 #if GPRT_VW == 16
 static inline vf vload_part(const float* p, int64_t n) {
