@@ -39,7 +39,8 @@ from results import best_of, cpu_name, write_section  # noqa: E402
 C, HW = 256, 56
 FLOP = 2 * C * C * HW * HW
 WORK = Path(tempfile.gettempdir()) / "gp-bench-cpp"
-ROUNDS = 5  # interleaved rounds per comparison (see interleaved)
+ROUNDS = 9  # interleaved rounds per comparison (see interleaved; with 5, a run's 1-thread kernels could all
+# land in a loaded minute: dense 4.28 against 2.8-3.1 ms in the runs before and after)
 
 
 def sparsify(w: np.ndarray, kind: str, sparsity: float, rng: np.random.Generator) -> np.ndarray:
@@ -236,7 +237,7 @@ def whole_model(reps: int) -> tuple[str, dict[str, float]]:
     timers: dict[str, Callable[[], float]] = {}
     nsparse = 0
     builds = (("off", "auto"), ("unfused", "off"), ("auto", "auto"))  # (key, fuse); key "off": dense kernels
-    nfused = 0
+    nfused = {}
     for threads in (1, 2):
         timers[f"ort{threads}"] = ort_timer(g, xs[0], threads, reps)
         for key, fuse in builds:
@@ -247,7 +248,8 @@ def whole_model(reps: int) -> tuple[str, dict[str, float]]:
             err = max(float(np.abs(o - r).max()) for o, r in zip(art.run(*xs), ref, strict=True)) / scale
             assert err < 1e-4, err
             nsparse = max(nsparse, len(art.sparse_layers))
-            nfused = max(nfused, (art.out_dir / "model.cpp").read_text().count("gprt::fused_block("))
+            if key == "auto":
+                nfused[threads] = (art.out_dir / "model.cpp").read_text().count("gprt::fused_block(")
             timers[f"{key}{threads}"] = lambda art=art: time_artifact(art, xs, reps)
     figures = interleaved(timers, ROUNDS)
     for threads in (1, 2):
@@ -256,7 +258,7 @@ def whole_model(reps: int) -> tuple[str, dict[str, float]]:
         for label, key in (
             ("graphprune cpp, dense kernels", "off"),
             (f"graphprune cpp, sparse where measured faster ({nsparse} layers), no fused chains", "unfused"),
-            (f"graphprune cpp, sparse where measured faster, {nfused} chains fused (default)", "auto"),
+            (f"graphprune cpp, sparse where measured faster, {nfused[threads]} chains fused (default)", "auto"),
         ):
             t = figures[f"{key}{threads}"]
             rows.append(f"| {label} | {threads} | {t * 1e3:.2f} | {t_ort / t:.2f}x |")
@@ -429,12 +431,18 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   cores): one kernel measured minutes apart varies by up to 2x, so the candidates of one table are
   measured in interleaved rounds; compare within a table.
 - Sparse kernels read each pixel tile (64 pixels for CSR and 4x1 blocks, 32 for 8x1 blocks and 2:4
-  on AVX-512) from a contiguous copy: in place, input rows P = 3136 floats apart fall into a few L1 sets
-  and evict each other (every 16th row shares a 4 KB offset), which halved the kernels' speed and made
-  them swing with the load of the machine's other jobs. The last tile of a layer is zero-padded in the
-  copy and runs the full-tile kernel (7x7 and 14x14 layers had a scalar tail before). Tiles narrow
-  enough for the copy to stay in L1 (32 pixels) were slower (CSR 90%: 0.80 against 0.61 ms), and so were
-  128-pixel CSR tiles (0.75 ms) and software prefetch of the rows a few nonzeros ahead.
+  on AVX-512) from a contiguous copy where the tile's input rows are read three times or more (nonzero
+  blocks per input row): in place, input rows P = 3136 floats apart fall into a few L1 sets and evict
+  each other (every 16th row shares a 4 KB offset), which halved the kernels' speed and made them swing
+  with the load of the machine's other jobs. Tiles narrow enough for the copy to stay in L1 (32 pixels)
+  were slower (CSR 90%: 0.80 against 0.61 ms), and so were 128-pixel CSR tiles (0.75 ms) and software
+  prefetch of the rows a few nonzeros ahead. A project layer (96 -> 16 at 80%: 0.8 blocks per input
+  row) reads each row about once, and there the copy cost more than the FMAs: read in place, MobileNetV2's
+  28 x 28 projects went 9.7 -> 3.8 us (whole model: 1.01 ms always copied; 0.97, 0.95, 0.95 and 0.95 ms
+  with a threshold of 1, 2, 3 and 4 blocks per row; 3 also reads the 14 x 14 projects, 2.4 blocks per
+  row, in place: 14.5 -> 13.1 us). The last tile of a layer is copied zero-padded and runs the full-tile
+  kernel, or the one-vector kernel when it is one vector or less (14 x 14: 196 = 3 x 64 + 4 pixels; it
+  had run a whole 64-pixel tile for its last 4: 1.17 -> 1.13 ms).
 - Two threads: the pool's workers (and the caller) spin for about 50-100 us before they sleep: layers
   hand out work back to back, and a condition-variable wake per layer had made two threads slower than
   one on the whole model (pruned MobileNetV2 on dense kernels: 2.50 ms before, 2.00 ms after, one thread
@@ -460,6 +468,27 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   every pixel tile again: the two fused chains 141 -> 263 and 108 -> 223 us on one thread), an arena
   without reuse (8.6 MB instead of 1.6, same time), two vectors per step in the flat depthwise kernel
   (no change: its unaligned loads bound it, about 13 cycles per output vector).
+- Two threads, fused chains: the layers below 28 x 28 still scaled badly (a 192 -> 32 project on 14 x 14,
+  10.8 us on one thread, 11.2 on two): a project reads every channel of its pixels, and the depthwise
+  layer before it wrote half of them on the other core. On several threads `fuse="auto"` now also fuses
+  every expand chain whose band per thread recomputes at most a third more expanded rows than it owns:
+  a band's rows then stay on one core from the block's input to its output. The default build on two
+  threads went 0.73 -> 0.66 ms (interleaved, best of 15 x 200 runs; one thread unchanged); fusing the
+  7 x 7 chains too (4-row bands recomputing half again) gave 0.69 against 0.67. Tried and dropped: every
+  layer in bands (0.88 against 0.70 ms: the 14 x 14 expands' tiles split into partial ones), the 56 x 56
+  expand in pixel tiles with its stride-2 depthwise layer in bands (expand 33 -> 24 us, depthwise
+  18 -> 32 us), one pixel range per worker for 1x1 layers (balanced, but the 14 x 14 projects took
+  12.5 against 11.2 us: more walks over the nonzeros), a pool that takes its mutex only to sleep or wake
+  (an empty parallel_for 0.8-2 us -> 50 ns, the whole model unchanged).
+- One thread, this round: (1) 3x3 stride-1 depthwise layers whose rows fit one vector (14 x 14 on
+  AVX-512) hold each row in one vector, read and written through lane masks (gprt::vload_part and
+  vstore_part, one masked instruction on AVX-512), with the left and right taps that vector shifted a
+  lane: 192 x 14 x 14 15-18 -> 10 us (the flat kernel's unaligned loads split across cache lines; on
+  7 x 7 this was slower, 24 against 19 us, so the flat kernel keeps those); (2) the fused stride-2 chain
+  (48 x 112 x 112) reads its input rows split into even and odd columns, so the expand writes them split
+  and the depthwise layer reads every tap with a plain load and no branch (a 16-row band 13.4 -> 9.7 us;
+  the whole model 1.00 -> 0.98 ms); (3) the sparse changes above. The whole model on one thread went
+  1.16 -> 0.98-1.02 ms in interleaved comparisons.
 - The channels-last depthwise kernel of small images moves channels and pixels through VW x VW
   transposes in registers (log2(VW) rounds of two-vector shuffles) instead of scalar copies, and finds
   each pixel's place in its tile without a division: 288 x 14 x 14 stride 2, 24-27 -> 14.7 us. On 7 x 7
@@ -504,10 +533,7 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   captured sizes (no change), fusing the 16 x 112 x 112 depthwise with its project (no expand; 67 -> 87
   us: the band's input rows are copied), six rows per depthwise pass. In a quiet interleaved comparison
   after these changes (best of 5 x 200 runs each) the default build took 1.18 ms against onnxruntime's
-  2.20 ms, 1.86x; a whole-model ratio of 2x or more in the table above comes with onnxruntime at 2.4 ms or
-  more, slowed by the machine's load, so the goal is not met yet: it needs a further 0.1 ms or so; what is
-  left would take a different layout for the small layers (channels-last blocks with vector transposes)
-  and fusing the 112 x 112 expand into its depthwise.
+  2.20 ms, 1.86x; the rounds since (see the bullets above) brought it to about 1.0 ms.
 - Dense whole models (the table above; the issue's dense goal is the one 1x1 shape of the kernel table):
   onnxruntime's blocked convolutions are faster on ResNet-50's 3x3 and 7x7 layers. This round: the max and
   average pools became separable and threaded (the 64 x 112 x 112 stem pool took 2.3 ms as a scalar loop
@@ -517,9 +543,12 @@ These figures are the table in backends/cpp/breakeven.py that decides dense or s
   0.58-0.64x (two runs). By perf samples packing the weights takes about 16% of it (repacked every run) and
   the 7x7 layers run the register tile at about a third of its rate; prepacked weights and a GEMM with
   output channels as the vector dimension for layers with few pixels are what is left.
-- CSR at 90%: 4.33 to 4.70x onnxruntime over six full runs of this script today, around the 4.5x goal
-  within the run-to-run spread; the tile widths and the prefetch above (and 4 accumulator sets) did not
-  close it: per nonzero the kernel does one broadcast and four loads from the 64 KB tile for four FMAs.
+- CSR at 90%: 4.0x to 5.6x onnxruntime over the full runs of this script and the kernel table alone in
+  the last round, with the kernel unchanged: with 5 interleaved rounds a run's 1-thread kernels could
+  all fall in a loaded minute (that run: dense 4.28 ms, CSR 0.78-0.81, against 2.8-3.3 and 0.60-0.67 ms
+  in the others), hence 9 rounds now. Per nonzero the kernel does one broadcast and four loads from the
+  64 KB tile for four FMAs; the tile widths and the prefetch above (and 4 accumulator sets) did not
+  change that.
 - onnxruntime-web: `npm install --prefix benchmarks/wasm` (version above), node, numThreads 1, simd on.
   Its whole-model time is far above native onnxruntime's; which of its wasm builds node loads was not
   investigated.

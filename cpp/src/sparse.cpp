@@ -195,8 +195,8 @@ static void spmm_tile(const RowRange& r, int64_t M, int64_t P, int64_t npix, con
 // 0.80 ms for CSR at 90%) and 128-pixel ones (0.75 ms): the per-row setup and the FMAs per loaded weight
 // weigh more than L1 misses. A project layer (few outputs: 96 -> 16 at 80% has 0.8 blocks per input row)
 // reads each row about once, and the copy cost more than the FMAs: in place, MobileNetV2's 28 x 28
-// projects went 9.7 -> 3.8 us and the whole pruned model 1.01 -> 0.95 ms (a reuse of 1: 0.97, 2: 0.95,
-// 4: 0.95).
+// projects went 9.7 -> 3.8 us and the whole pruned model 1.01 -> 0.95 ms (a threshold of 1: 0.97, 2 and
+// 4: 0.95; 3 also takes the 14 x 14 projects, 2.4 blocks per row, in place: 14.5 -> 13.1 us).
 constexpr int64_t SPMM_KMAX = 512;
 constexpr int64_t SPMM_REUSE = 3;
 
