@@ -456,6 +456,24 @@ static bool dw_rowwise(const ConvShape& s) {
 // plane rows hold Wr floats; a stride-2 plane is two half planes (even columns, then odd), Wr = Wp/2 each
 static int64_t dw_row_width(const ConvShape& s, const DwPlan& d) { return s.SW == 2 ? d.Wp / 2 : d.Wp; }
 
+// e[j] = x[2j] and o[j] = x[2j + 1] for lo <= j < hi: two vectors of x give one of each, the last pair
+// overlapping the one before (no scalar tail) once there are VW or more
+static void deinterleave(const float* x, float* e, float* o, int64_t lo, int64_t hi) {
+    int64_t j = lo;
+#if GPRT_VW > 1
+    for (; j < hi && hi - lo >= VW; j += VW) {
+        j = std::min(j, hi - VW);
+        vf a = vload(x + 2 * j), b = vload(x + 2 * j + VW);
+        vstore(e + j, __builtin_shufflevector(a, b, GPRT_EVEN));
+        vstore(o + j, __builtin_shufflevector(a, b, GPRT_ODD));
+    }
+#endif
+    for (; j < hi; j++) {
+        e[j] = x[2 * j];
+        o[j] = x[2 * j + 1];
+    }
+}
+
 static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, float* even, float* odd) {
     const int64_t Wr = d.Wp / 2;
     for (int64_t h = 0; h < d.Hp; h++) {
@@ -476,19 +494,7 @@ static void fill_split(const ConvShape& s, const DwPlan& d, const float* x, floa
         // columns 2j and 2j + 1 both inside the image for lo <= j < hi: a plain deinterleave there
         int64_t lo = std::min((s.PW + 1) / 2, Wr), hi = std::max(lo, std::min((s.PW + s.W) / 2, Wr));
         for (int64_t j = 0; j < lo; j++) edge(j);
-        int64_t j = lo;
-#if GPRT_VW > 1
-        for (; j < hi && hi - lo >= VW; j += VW) {  // two vectors of the row -> even and odd columns
-            j = std::min(j, hi - VW);  // the last vector overlaps the one before: no scalar tail
-            vf a = vload(xr + 2 * j), b = vload(xr + 2 * j + VW);
-            vstore(e + j, __builtin_shufflevector(a, b, GPRT_EVEN));
-            vstore(o + j, __builtin_shufflevector(a, b, GPRT_ODD));
-        }
-#endif
-        for (; j < hi; j++) {
-            e[j] = xr[2 * j];
-            o[j] = xr[2 * j + 1];
-        }
+        deinterleave(xr, e, o, lo, hi);
         for (int64_t j = hi; j < Wr; j++) edge(j);
     }
     std::fill(odd + d.Hp * Wr, even + d.plane, 0.f);  // the slack the last vectors of a row read past the end
@@ -746,25 +752,7 @@ bool dw_split_columns(const ConvShape& s) {
 }
 
 void split_columns(int64_t rows, int64_t W, const float* x, float* out) {
-    const int64_t half = W / 2;
-    for (int64_t r = 0; r < rows; r++) {
-        const float* xr = x + r * W;
-        float* e = out + r * W;
-        float* o = e + half;
-        int64_t j = 0;
-#if GPRT_VW > 1
-        for (; half >= VW && j < half; j += VW) {
-            j = std::min(j, half - VW);  // the last vector overlaps the one before
-            vf a = vload(xr + 2 * j), b = vload(xr + 2 * j + VW);
-            vstore(e + j, __builtin_shufflevector(a, b, GPRT_EVEN));
-            vstore(o + j, __builtin_shufflevector(a, b, GPRT_ODD));
-        }
-#endif
-        for (; j < half; j++) {
-            e[j] = xr[2 * j];
-            o[j] = xr[2 * j + 1];
-        }
-    }
+    for (int64_t r = 0; r < rows; r++) deinterleave(x + r * W, out + r * W, out + r * W + W / 2, 0, W / 2);
 }
 
 // Rows above or below the image read `zeros` (at least W floats), so the vector loop has no branch: with
