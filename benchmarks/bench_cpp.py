@@ -407,7 +407,9 @@ host: {table_host}
 wasm32 (node {node_version}, SIMD128): {table_wasm}
 {be_wasm}
 
-These figures are the table in backends/cpp/breakeven.py that decides dense or sparse per layer.
+Measurements like these make the table in backends/cpp/breakeven.py that decides dense or sparse per
+layer; it is not rewritten from each run, since single runs swing (the wasm32 ones, two rounds in node,
+most: block8 0.31 in the table, 0.77 in one run).
 
 ### Whole model: MobileNetV2 1.0 224x224, 50% channels pruned, 1x1 layers 80% 4x1-block sparse
 
