@@ -164,7 +164,10 @@ void add_residual(int64_t rows, int64_t ld, int64_t n, const float* res, float* 
         const float* rr = res + r * ld;
         int64_t t = 0;
         for (; t + VW <= n; t += VW) vstore(yr + t, vclamp(vload(yr + t) + vload(rr + t), act.lo, act.hi));
-        for (; t < n; t++) yr[t] = std::min(std::max(yr[t] + rr[t], act.lo), act.hi);
+        if (t < n) {
+            vf v = vload_part(yr + t, n - t) + vload_part(rr + t, n - t);
+            vstore_part(yr + t, vclamp(v, act.lo, act.hi), n - t);
+        }
     }
 }
 

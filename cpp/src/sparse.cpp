@@ -213,7 +213,6 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
     // the zero-padded tile when K allows it, else one pixel at a time)
     int64_t rest = P - full * T, vecs = copy ? 0 : rest / VW, tail = copy ? rest : rest % VW;
     int64_t units = full + vecs + (tail ? 1 : 0);
-    const bool copy_tail = K <= SPMM_KMAX;
     // Workers split the pixel tiles (bands), or the output rows (channels) where the layer expands (at
     // least twice as many outputs as inputs) on a plane too small for bands, as the depthwise layer after
     // an expand then splits its channels (see split_in_bands), or where there are too few tiles to share.
@@ -237,7 +236,7 @@ static void spmm_tv(Pool* pool, int64_t M, int64_t K, int64_t P, const int32_t* 
                 npix = tail;
             }
             const float* r = res ? res + off : nullptr;
-            if (!copy && !(npix < VW && copy_tail)) {
+            if (!copy && !(npix < VW && K <= SPMM_KMAX)) {
                 spmm_tile<NB, TV, 0>(rows, M, ldy, npix, counts, incs, values, bias, x + off, ldx, r, y + off, act,
                                      nullptr, 0, 0);
                 return;
@@ -316,8 +315,7 @@ static void nm_block(int64_t o, int64_t K, int64_t ldx, int64_t P, const float* 
     for (int r = 0; r < R; r++) {
         vf b = vbcast(bias ? bias[o + r] : 0.f);
         GPRT_UNROLL
-        for (int t = 0; t < TV; t++)
-            acc[r][t] = first ? b : vload(y + (o + r) * P + t * VW);
+        for (int t = 0; t < TV; t++) acc[r][t] = first ? b : vload(y + (o + r) * P + t * VW);
         w[r] = values + (o + r) * per_row;
         ix[r] = idx + (o + r) * per_row;
     }
